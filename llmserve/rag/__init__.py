@@ -1,0 +1,47 @@
+"""Retrieval-augmented generation: documents → chunks → LanceDB index → prompts.
+
+Plain modules with no Ray dependency; the Serve deployments wrap them.
+"""
+
+from llmserve.rag.chunking import Chunk, chunk_document, chunk_documents, embedding_text
+from llmserve.rag.documents import (
+    Document,
+    DocumentLoadError,
+    SourceFile,
+    discover_files,
+    load_documents,
+    load_file,
+)
+from llmserve.rag.indexer import IndexReport, build_index
+from llmserve.rag.prompt import build_messages, format_context
+from llmserve.rag.store import (
+    SEARCH_MODES,
+    ChunkStore,
+    Hit,
+    IndexNotBuilt,
+    InvalidFilter,
+    UnknownFilterField,
+)
+
+__all__ = [
+    "SEARCH_MODES",
+    "Chunk",
+    "ChunkStore",
+    "Document",
+    "DocumentLoadError",
+    "Hit",
+    "IndexNotBuilt",
+    "IndexReport",
+    "InvalidFilter",
+    "SourceFile",
+    "UnknownFilterField",
+    "build_index",
+    "build_messages",
+    "chunk_document",
+    "chunk_documents",
+    "discover_files",
+    "embedding_text",
+    "format_context",
+    "load_documents",
+    "load_file",
+]
