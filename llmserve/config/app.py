@@ -1,0 +1,111 @@
+"""The whole app: every served component, plus app-wide Ray and cache settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
+
+from llmserve.config.errors import issues_error, readable_errors
+from llmserve.config.ingress import IngressConfig
+from llmserve.config.model import ModelConfig
+from llmserve.config.rag import EmbedderConfig, PipelineConfig, RerankerConfig, RetrieverConfig
+from llmserve.config.references import find_reference_issues
+
+
+class RayConfig(BaseModel):
+    """Which Ray cluster the app runs on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None,
+        description="Address of a running Ray cluster, e.g. ray://host:10001; None starts one.",
+    )
+    num_cpus: float | None = Field(
+        None, gt=0, description="CPUs given to the local Ray; None detects them."
+    )
+
+
+class AppConfig(BaseModel):
+    """Root of a llmserve config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster settings.")
+    home: str | None = Field(
+        None,
+        description="Cache for prepared models; None: $LLMSERVE_HOME or ~/.cache/llmserve.",
+    )
+    ingress: IngressConfig = Field(
+        default_factory=IngressConfig, description="The OpenAI-compatible HTTP server."
+    )
+    models: list[ModelConfig] = Field(default_factory=list, description="Generative LLMs.")
+    embedders: list[EmbedderConfig] = Field(default_factory=list, description="Embedding models.")
+    rerankers: list[RerankerConfig] = Field(default_factory=list, description="Reranking models.")
+    retrievers: list[RetrieverConfig] = Field(
+        default_factory=list, description="Document indexes that pipelines search."
+    )
+    pipelines: list[PipelineConfig] = Field(
+        default_factory=list, description="RAG pipelines, each served as a model name."
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_references(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AppConfig]
+    ) -> AppConfig:
+        try:
+            app = handler(data)
+        except ValidationError as exc:
+            # Field errors stop pydantic before any "after" validator, so check
+            # references on the raw data to still report every problem at once.
+            extra = find_reference_issues(data) if isinstance(data, dict) else []
+            if not extra:
+                raise
+            raise issues_error(cls.__name__, [*readable_errors(exc, cls), *extra]) from None
+        issues = find_reference_issues(app.model_dump())
+        if issues:
+            raise issues_error(cls.__name__, issues)
+        return app
+
+    def served_ids(self) -> list[str]:
+        """Every id clients can call, in config order: models, embedders, rerankers, pipelines."""
+        groups = (self.models, self.embedders, self.rerankers, self.pipelines)
+        return [item.id for group in groups for item in group]
+
+    def get_model(self, id: str) -> ModelConfig:
+        return _by_id(self.models, id, "model")
+
+    def get_embedder(self, id: str) -> EmbedderConfig:
+        return _by_id(self.embedders, id, "embedder")
+
+    def get_reranker(self, id: str) -> RerankerConfig:
+        return _by_id(self.rerankers, id, "reranker")
+
+    def get_retriever(self, id: str) -> RetrieverConfig:
+        return _by_id(self.retrievers, id, "retriever")
+
+    def get_pipeline(self, id: str) -> PipelineConfig:
+        return _by_id(self.pipelines, id, "pipeline")
+
+    def home_dir(self) -> Path:
+        """The cache folder: ``home``, else ``$LLMSERVE_HOME``, else ``~/.cache/llmserve``."""
+        home = self.home or os.environ.get("LLMSERVE_HOME") or "~/.cache/llmserve"
+        return Path(home).expanduser()
+
+
+def _by_id(items: list, id: str, kind: str) -> Any:
+    for item in items:
+        if item.id == id:
+            return item
+    raise KeyError(f"no {kind} with id '{id}'")

@@ -1,0 +1,114 @@
+"""Ray Serve deployment settings shared by every served component."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmserve.config.errors import issues_error
+
+
+class AutoscalingConfig(BaseModel):
+    """Ray Serve autoscaling: replicas follow the number of ongoing requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas; 0 allows scaling to zero.")
+    max_replicas: int = Field(1, ge=1, description="Most replicas.")
+    initial_replicas: int | None = Field(
+        None, ge=0, description="Replicas to start with; None starts with min_replicas."
+    )
+    target_ongoing_requests: float = Field(
+        2, gt=0, description="Ongoing requests per replica that autoscaling aims for."
+    )
+    upscale_delay_s: float = Field(
+        5, ge=0, description="Seconds the load must stay high before adding replicas."
+    )
+    downscale_delay_s: float = Field(
+        30, ge=0, description="Seconds the load must stay low before removing replicas."
+    )
+
+    @model_validator(mode="after")
+    def _check_range(self) -> AutoscalingConfig:
+        issues = []
+        if self.min_replicas > self.max_replicas:
+            issues.append(
+                (
+                    ("min_replicas",),
+                    f"min_replicas ({self.min_replicas}) is greater than "
+                    f"max_replicas ({self.max_replicas})",
+                )
+            )
+        elif self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            issues.append(
+                (
+                    ("initial_replicas",),
+                    f"initial_replicas ({self.initial_replicas}) must be between "
+                    f"min_replicas ({self.min_replicas}) and max_replicas ({self.max_replicas})",
+                )
+            )
+        if issues:
+            raise issues_error(type(self).__name__, issues)
+        return self
+
+
+class DeploymentConfig(BaseModel):
+    """How Ray Serve runs the replicas of one component."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Fixed number of replicas; None means 1, or autoscaling if that is set.",
+    )
+    autoscaling_config: AutoscalingConfig | None = Field(
+        None, description="Scale replicas with load instead of a fixed num_replicas."
+    )
+    max_ongoing_requests: int = Field(
+        64, gt=0, description="Requests a single replica handles concurrently."
+    )
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Requests queued per caller before rejecting; -1 is unlimited."
+    )
+    health_check_period_s: float = Field(
+        10, gt=0, description="Seconds between replica health checks."
+    )
+    health_check_timeout_s: float = Field(
+        30, gt=0, description="Seconds a health check may take before the replica is restarted."
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        20, ge=0, description="Seconds a stopping replica gets to finish in-flight requests."
+    )
+    # Fractional or zero so that a whole app fits on a laptop: the heavy work
+    # runs in engine workers that reserve their own resources.
+    num_cpus: float = Field(0, ge=0, description="CPUs reserved for the replica actor itself.")
+
+    @model_validator(mode="after")
+    def _check_scaling(self) -> DeploymentConfig:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise issues_error(
+                type(self).__name__,
+                [(("num_replicas",), "set either num_replicas or autoscaling_config, not both")],
+            )
+        return self
+
+    def to_serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``serve.deployment(...)`` or ``Deployment.options(...)``."""
+        options: dict[str, Any] = {}
+        if self.autoscaling_config is not None:
+            options["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
+        else:
+            options["num_replicas"] = self.num_replicas or 1
+        options.update(
+            max_ongoing_requests=self.max_ongoing_requests,
+            max_queued_requests=self.max_queued_requests,
+            health_check_period_s=self.health_check_period_s,
+            health_check_timeout_s=self.health_check_timeout_s,
+            graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
+            ray_actor_options={"num_cpus": self.num_cpus},
+        )
+        return options

@@ -1,0 +1,83 @@
+"""The HTTP front door: where the OpenAI-compatible API listens and who may call it."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from llmserve.config.common import EnvVarName
+from llmserve.config.deployment import DeploymentConfig
+
+
+class ApiKeyFromEnv(BaseModel):
+    """An API key read from an environment variable when the app starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: EnvVarName = Field(..., description="Name of the environment variable holding the key.")
+
+
+def _parse_api_key(value: object) -> object:
+    # Parsing the mapping form here, instead of letting pydantic try each union
+    # member, gives one error at the real path rather than one per member.
+    if isinstance(value, dict):
+        return ApiKeyFromEnv.model_validate(value)
+    if isinstance(value, str | ApiKeyFromEnv):
+        return value
+    raise ValueError("an API key is a string or a mapping like {env: NAME}")
+
+
+ApiKey = Annotated[
+    Annotated[str, StringConstraints(min_length=1)] | ApiKeyFromEnv,
+    BeforeValidator(_parse_api_key),
+]
+
+
+class IngressConfig(BaseModel):
+    """The OpenAI-compatible HTTP server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 for all interfaces.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    route_prefix: str = Field("/", description="URL prefix of the API, starting with '/'.")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description="Accepted bearer keys, literal or {env: NAME}; empty disables auth.",
+    )
+    max_request_body_bytes: int = Field(
+        1_048_576, gt=0, description="Largest request body accepted, in bytes."
+    )
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig, description="Ray Serve settings of the ingress."
+    )
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _check_route_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"route_prefix must start with '/', got {value!r}")
+        return value
+
+    def resolve_api_keys(self) -> list[str]:
+        """The accepted keys, with ``{env: NAME}`` entries read from the environment."""
+        keys = []
+        for key in self.api_keys:
+            if isinstance(key, str):
+                keys.append(key)
+                continue
+            value = os.environ.get(key.env)
+            # An empty key would accept "Bearer " and so silently disable auth.
+            if not value:
+                raise ValueError(f"API key environment variable {key.env} is not set or empty")
+            keys.append(value)
+        return keys

@@ -1,0 +1,188 @@
+"""Retrieval-augmented generation: embedders, rerankers, retrievers and pipelines."""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from llmserve.config.common import Identifier
+from llmserve.config.deployment import DeploymentConfig
+from llmserve.config.errors import issues_error
+from llmserve.config.model import EngineConfig
+
+RerankerKind = Literal["cross-encoder", "embedding"]
+SearchMode = Literal["hybrid", "dense", "bm25"]
+
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Answer the question using only the numbered sources. Cite every source you use "
+    "by its number, like [1]. If the sources do not contain the answer, say so."
+)
+DEFAULT_PROMPT_TEMPLATE = "Sources:\n{context}\n\nQuestion: {question}"
+
+
+class EmbedderConfig(EngineConfig):
+    """An embedding model, served on /v1/embeddings and used by retrievers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(
+        32, gt=0, description="Most inputs merged into one engine call (serve.batch)."
+    )
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, description="Seconds to wait for a batch to fill before running it."
+    )
+
+
+class RerankerConfig(EngineConfig):
+    """A model that rescores retrieved chunks against the query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: RerankerKind = Field(
+        "embedding",
+        description="cross-encoder: a cross-encoder model; embedding: cosine similarity of "
+        "embeddings. Both use vLLM's score API.",
+    )
+
+
+class CorpusConfig(BaseModel):
+    """The documents a retriever indexes and how they are chunked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        ...,
+        min_length=1,
+        description="Files, folders or globs; relative ones are relative to the config file.",
+    )
+    chunk_tokens: int = Field(200, gt=0, description="Target chunk length in tokens.")
+    chunk_overlap_tokens: int = Field(
+        40, ge=0, description="Tokens shared by consecutive chunks; less than chunk_tokens."
+    )
+    metadata_fields: list[ColumnName] = Field(
+        default_factory=list,
+        description="User metadata keys (e.g. from .jsonl lines) stored as filterable columns.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CorpusConfig:
+        issues = []
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            issues.append(
+                (
+                    ("chunk_overlap_tokens",),
+                    f"chunk_overlap_tokens ({self.chunk_overlap_tokens}) must be less than "
+                    f"chunk_tokens ({self.chunk_tokens})",
+                )
+            )
+        seen: set[str] = set()
+        for i, name in enumerate(self.metadata_fields):
+            if name in seen:
+                issues.append((("metadata_fields", i), f"duplicate metadata field '{name}'"))
+            seen.add(name)
+        if issues:
+            raise issues_error(type(self).__name__, issues)
+        return self
+
+
+class RetrieverConfig(BaseModel):
+    """A LanceDB index over a corpus, searchable by vector, BM25 or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier = Field(..., description="Name pipelines use to refer to this retriever.")
+    embedder: str = Field(..., description="id of the embedder that embeds chunks and queries.")
+    uri: str = Field(
+        ...,
+        min_length=1,
+        description="LanceDB URI: a folder (relative to the config file), s3://, gs:// or db://.",
+    )
+    table: str = Field(
+        "chunks", pattern=r"^[A-Za-z0-9_.-]+$", description="LanceDB table holding the chunks."
+    )
+    corpus: CorpusConfig = Field(..., description="What to index and how to chunk it.")
+    default_mode: SearchMode = Field(
+        "hybrid", description="Search mode used when a request does not choose one."
+    )
+    max_top_k: int = Field(50, gt=0, description="Largest top_k a request may ask for.")
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig, description="Ray Serve settings of the retriever."
+    )
+
+
+class PipelineConfig(BaseModel):
+    """Retrieve, optionally rerank, then generate an answer citing the sources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier = Field(..., description="Model name clients use to call the pipeline.")
+    retriever: str = Field(..., description="id of the retriever to search.")
+    top_k: int = Field(20, gt=0, description="Chunks retrieved per question by default.")
+    max_top_k: int = Field(50, gt=0, description="Largest top_k a request may ask for.")
+    reranker: str | None = Field(None, description="id of a reranker; None keeps retrieval order.")
+    top_n: int = Field(4, gt=0, description="Chunks kept (after reranking) for the prompt.")
+    max_top_n: int = Field(20, gt=0, description="Largest top_n a request may ask for.")
+    min_score: float | None = Field(
+        None, description="Drop chunks scoring below this; None keeps all top_n."
+    )
+    generator: str = Field(..., description="id of the model that writes the answer.")
+    system_prompt: str = Field(
+        DEFAULT_SYSTEM_PROMPT, description="System message for the generator."
+    )
+    prompt_template: str = Field(
+        DEFAULT_PROMPT_TEMPLATE,
+        description="Python format string for the user message; needs {context} and {question}.",
+    )
+    context_token_budget: int = Field(
+        1024, gt=0, description="Most tokens of source text put into the prompt."
+    )
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig, description="Ray Serve settings of the pipeline."
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(
+                f"not a valid format string ({exc}); write literal braces as {{{{ }}}}"
+            ) from None
+        missing = [f"{{{n}}}" for n in ("context", "question") if n not in names]
+        if missing:
+            raise ValueError(f"prompt_template must contain {' and '.join(missing)}")
+        unknown = sorted(names - {"context", "question"})
+        if unknown:
+            shown = ", ".join(f"{{{n}}}" for n in unknown)
+            raise ValueError(
+                f"unknown placeholder(s) {shown}; only {{context}} and {{question}} are filled in"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> PipelineConfig:
+        issues = []
+        for value, limit in (("top_k", "max_top_k"), ("top_n", "max_top_n"), ("top_n", "top_k")):
+            if getattr(self, value) > getattr(self, limit):
+                issues.append(
+                    (
+                        (value,),
+                        f"{value} ({getattr(self, value)}) is greater than "
+                        f"{limit} ({getattr(self, limit)})",
+                    )
+                )
+        if issues:
+            raise issues_error(type(self).__name__, issues)
+        return self

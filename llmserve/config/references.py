@@ -1,0 +1,112 @@
+"""Checks that span several components: unique ids and references between them.
+
+They work on plain mappings, not models, so that they can also run on raw
+data that failed field validation and still report what they can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llmserve.config.errors import Loc
+from llmserve.config.rag import PipelineConfig, RetrieverConfig
+
+# Sections whose ids share one namespace: they are all model names to clients.
+SERVED_SECTIONS = ("models", "embedders", "rerankers", "pipelines")
+_KIND = {
+    "models": "model",
+    "embedders": "embedder",
+    "rerankers": "reranker",
+    "pipelines": "pipeline",
+    "retrievers": "retriever",
+}
+
+Issues = list[tuple[Loc, str]]
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _items(data: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str, Any]]]:
+    items = data.get(section)
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, Mapping)]
+
+
+def _get(item: Mapping[str, Any], model: type, name: str) -> Any:
+    if name in item:
+        return item[name]
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def _collect_ids(data: Mapping[str, Any], sections: tuple[str, ...], issues: Issues) -> dict:
+    owners: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for section in sections:
+        for i, item in _items(data, section):
+            id_ = item.get("id")
+            if not isinstance(id_, str):
+                continue
+            if id_ in owners:
+                first = _KIND[owners[id_][0]]
+                issues.append(
+                    ((section, i, "id"), f"duplicate id '{id_}' (already {_a(first)} id)")
+                )
+            else:
+                owners[id_] = (section, item)
+    return owners
+
+
+def _check_ref(value: Any, section: str, owners: dict, loc: Loc, issues: Issues) -> Any:
+    """Returns the referenced item, or None after recording why there is none."""
+    if not isinstance(value, str):
+        return None  # a type error that field validation reports
+    kind = _KIND[section]
+    if value in owners:
+        owner_section, item = owners[value]
+        if owner_section == section:
+            return item
+        issues.append((loc, f"'{value}' is {_a(_KIND[owner_section])}, not {_a(kind)}"))
+        return None
+    known = sorted(id_ for id_, (s, _) in owners.items() if s == section)
+    listing = f"known: {', '.join(known)}" if known else f"no {section} are defined"
+    issues.append((loc, f"unknown {kind} '{value}' ({listing})"))
+    return None
+
+
+def find_reference_issues(data: Mapping[str, Any]) -> Issues:
+    """Duplicate ids, dangling references and limits that depend on another component."""
+    issues: Issues = []
+    served = _collect_ids(data, SERVED_SECTIONS, issues)
+    retrievers = _collect_ids(data, ("retrievers",), issues)
+
+    for i, item in _items(data, "retrievers"):
+        _check_ref(item.get("embedder"), "embedders", served, ("retrievers", i, "embedder"), issues)
+
+    for i, item in _items(data, "pipelines"):
+        loc = ("pipelines", i)
+        retriever = _check_ref(
+            item.get("retriever"), "retrievers", retrievers, (*loc, "retriever"), issues
+        )
+        if item.get("reranker") is not None:
+            _check_ref(item["reranker"], "rerankers", served, (*loc, "reranker"), issues)
+        _check_ref(item.get("generator"), "models", served, (*loc, "generator"), issues)
+        if retriever is not None:
+            top_k = _get(item, PipelineConfig, "top_k")
+            limit = _get(retriever, RetrieverConfig, "max_top_k")
+            if isinstance(top_k, int) and isinstance(limit, int) and top_k > limit:
+                issues.append(
+                    (
+                        (*loc, "top_k"),
+                        f"top_k ({top_k}) is greater than max_top_k ({limit}) "
+                        f"of retriever '{item['retriever']}'",
+                    )
+                )
+
+    if all(isinstance(data.get(s, []), list) and not data.get(s) for s in SERVED_SECTIONS):
+        issues.append(
+            ((), "nothing to serve: define at least one model, embedder, reranker or pipeline")
+        )
+    return issues
