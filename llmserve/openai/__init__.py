@@ -1,0 +1,1 @@
+"""OpenAI wire format: error shape and the few wire models vLLM lacks."""

@@ -1,0 +1,115 @@
+"""Ray and Serve lifecycle: connect or start Ray, deploy, wait, report status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from llmserve.config import AppConfig
+from llmserve.models import is_builtin, prepare_builtin
+from llmserve.models.builtin import builtin_name
+
+logger = logging.getLogger("llmserve")
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def prepare_models(config: AppConfig) -> None:
+    """Prepare built-in models once, in the driver, before any replica starts."""
+    sources = {
+        c.source
+        for c in [*config.models, *config.embedders, *config.rerankers]
+        if is_builtin(c.source)
+    }
+    for source in sorted(sources):
+        prepare_builtin(builtin_name(source), config.home_dir())
+
+
+def connect(address: str | None, num_cpus: float | None = None) -> None:
+    """Connect to a Ray cluster, or start an embedded local one if ``address`` is None."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if address is None:
+        kwargs["num_cpus"] = num_cpus
+    else:
+        kwargs["address"] = address
+    ray.init(**kwargs)
+
+
+def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
+    """Deploy (or update in place) the app and wait until it is healthy."""
+    from ray import serve
+
+    from llmserve.app import APP_NAME, build_app
+
+    app = build_app(config)
+    serve.start(http_options={"host": config.ingress.host, "port": config.ingress.port})
+    serve.run(app, name=APP_NAME, route_prefix=config.ingress.route_prefix, blocking=False)
+    wait_healthy(timeout_s)
+
+
+def wait_healthy(timeout_s: float) -> None:
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    from llmserve.app import APP_NAME
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status == ApplicationStatus.RUNNING:
+            return
+        if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+            raise DeployError(f"deployment failed: {app.message}")
+        if time.monotonic() > deadline:
+            message = app.message if app is not None else "application not found"
+            raise DeployError(f"app not healthy after {timeout_s:.0f}s: {message}")
+        time.sleep(1.0)
+
+
+def status_report() -> dict[str, Any]:
+    """Deployments, replica counts by state, and health, as plain data."""
+    from ray import serve
+
+    report: dict[str, Any] = {}
+    for name, app in serve.status().applications.items():
+        report[name] = {
+            "status": str(app.status.value if hasattr(app.status, "value") else app.status),
+            "message": app.message,
+            "deployments": {
+                dep_name: {
+                    "status": str(getattr(dep.status, "value", dep.status)),
+                    "replicas": {
+                        str(getattr(k, "value", k)): v for k, v in dep.replica_states.items()
+                    },
+                    "message": dep.message,
+                }
+                for dep_name, dep in app.deployments.items()
+            },
+        }
+    return report
+
+
+def serve_config(config_path: Path, config: AppConfig) -> dict[str, Any]:
+    """A Ray Serve config file (for plain ``serve deploy``) running this app."""
+    from llmserve.app import APP_NAME
+
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": config.ingress.host, "port": config.ingress.port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": config.ingress.route_prefix,
+                "import_path": "llmserve.app:app_builder",
+                "args": {"config_path": str(config_path.resolve())},
+            }
+        ],
+    }
