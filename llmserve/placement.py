@@ -65,7 +65,7 @@ def cpu_threads_bind(world_size: int, cores: list[int]) -> str:
         raise ValueError("world_size must be >= 1")
     if len(cores) < world_size:
         raise ValueError(
-            f"{world_size} CPU workers need at least {world_size} cores, only {len(cores)} available"
+            f"{world_size} CPU workers need {world_size} cores, only {len(cores)} available"
         )
     per_rank = len(cores) // world_size
     slices = [cores[i * per_rank : (i + 1) * per_rank] for i in range(world_size)]

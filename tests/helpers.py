@@ -1,0 +1,33 @@
+"""Helpers for tests that run a real llmserve app (real Ray Serve + vLLM-CPU)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+from llmserve.config import AppConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
+    """Deploy ``config`` on an embedded Ray in this process; yield the base URL."""
+    import ray
+    from ray import serve
+
+    from llmserve import runtime
+
+    runtime.prepare_models(config)
+    runtime.connect(None, num_cpus=num_cpus)
+    try:
+        runtime.deploy(config, timeout_s=600)
+        yield f"http://{config.ingress.host}:{config.ingress.port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
