@@ -80,6 +80,8 @@ def _describe(name: str, exc: ValidationError, value: Any) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["loc"]:
             message = f"{format_loc(error['loc'])}: {message}"
+        elif isinstance(value, str | int | float | bool):
+            message = f"{message} (got {value!r})"
     else:
         # Several errors means a union whose every member failed; listing each
         # member's complaint is noise, the expected type says it better.

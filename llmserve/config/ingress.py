@@ -10,7 +10,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
 )
 
@@ -31,15 +30,14 @@ def _parse_api_key(value: object) -> object:
     # member, gives one error at the real path rather than one per member.
     if isinstance(value, dict):
         return ApiKeyFromEnv.model_validate(value)
+    if isinstance(value, str) and not value:
+        raise ValueError("an API key must not be empty")
     if isinstance(value, str | ApiKeyFromEnv):
         return value
     raise ValueError("an API key is a string or a mapping like {env: NAME}")
 
 
-ApiKey = Annotated[
-    Annotated[str, StringConstraints(min_length=1)] | ApiKeyFromEnv,
-    BeforeValidator(_parse_api_key),
-]
+ApiKey = Annotated[str | ApiKeyFromEnv, BeforeValidator(_parse_api_key)]
 
 
 class IngressConfig(BaseModel):

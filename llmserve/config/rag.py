@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -16,13 +15,12 @@ from pydantic import (
 
 from llmserve.config.common import Identifier
 from llmserve.config.deployment import DeploymentConfig
-from llmserve.config.errors import issues_error
+from llmserve.config.errors import Loc, issues_error
 from llmserve.config.model import EngineConfig
 
 RerankerKind = Literal["cross-encoder", "embedding"]
 SearchMode = Literal["hybrid", "dense", "bm25"]
 
-ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 DEFAULT_SYSTEM_PROMPT = (
     "Answer the question using only the numbered sources. Cite every source you use "
@@ -56,6 +54,24 @@ class RerankerConfig(EngineConfig):
     )
 
 
+def _metadata_field_issues(names: list[str]) -> list[tuple[Loc, str]]:
+    if not names:
+        return []
+    # The store owns the column rules (e.g. reserved names); imported late
+    # because llmserve.rag pulls in pyarrow, which most config use never needs.
+    from llmserve.rag.store import validate_metadata_fields
+
+    issues: list[tuple[Loc, str]] = []
+    for i, name in enumerate(names):
+        try:
+            validate_metadata_fields([name])
+        except ValueError as exc:
+            issues.append((("metadata_fields", i), str(exc)))
+        if name in names[:i]:
+            issues.append((("metadata_fields", i), f"duplicate metadata field '{name}'"))
+    return issues
+
+
 class CorpusConfig(BaseModel):
     """The documents a retriever indexes and how they are chunked."""
 
@@ -70,7 +86,7 @@ class CorpusConfig(BaseModel):
     chunk_overlap_tokens: int = Field(
         40, ge=0, description="Tokens shared by consecutive chunks; less than chunk_tokens."
     )
-    metadata_fields: list[ColumnName] = Field(
+    metadata_fields: list[str] = Field(
         default_factory=list,
         description="User metadata keys (e.g. from .jsonl lines) stored as filterable columns.",
     )
@@ -86,11 +102,7 @@ class CorpusConfig(BaseModel):
                     f"chunk_tokens ({self.chunk_tokens})",
                 )
             )
-        seen: set[str] = set()
-        for i, name in enumerate(self.metadata_fields):
-            if name in seen:
-                issues.append((("metadata_fields", i), f"duplicate metadata field '{name}'"))
-            seen.add(name)
+        issues.extend(_metadata_field_issues(self.metadata_fields))
         if issues:
             raise issues_error(type(self).__name__, issues)
         return self
@@ -142,7 +154,7 @@ class PipelineConfig(BaseModel):
     )
     prompt_template: str = Field(
         DEFAULT_PROMPT_TEMPLATE,
-        description="Python format string for the user message; needs {context} and {question}.",
+        description="User message; {context} and {question} are filled in, other braces kept.",
     )
     context_token_budget: int = Field(
         1024, gt=0, description="Most tokens of source text put into the prompt."
@@ -154,35 +166,19 @@ class PipelineConfig(BaseModel):
     @field_validator("prompt_template")
     @classmethod
     def _check_template(cls, value: str) -> str:
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(
-                f"not a valid format string ({exc}); write literal braces as {{{{ }}}}"
-            ) from None
-        missing = [f"{{{n}}}" for n in ("context", "question") if n not in names]
+        missing = [p for p in ("{context}", "{question}") if p not in value]
         if missing:
             raise ValueError(f"prompt_template must contain {' and '.join(missing)}")
-        unknown = sorted(names - {"context", "question"})
-        if unknown:
-            shown = ", ".join(f"{{{n}}}" for n in unknown)
-            raise ValueError(
-                f"unknown placeholder(s) {shown}; only {{context}} and {{question}} are filled in"
-            )
         return value
 
     @model_validator(mode="after")
     def _check_limits(self) -> PipelineConfig:
-        issues = []
-        for value, limit in (("top_k", "max_top_k"), ("top_n", "max_top_n"), ("top_n", "top_k")):
-            if getattr(self, value) > getattr(self, limit):
-                issues.append(
-                    (
-                        (value,),
-                        f"{value} ({getattr(self, value)}) is greater than "
-                        f"{limit} ({getattr(self, limit)})",
-                    )
-                )
+        issues: dict[Loc, str] = {}
+        for name, limit in (("top_k", "max_top_k"), ("top_n", "max_top_n"), ("top_n", "top_k")):
+            value, bound = getattr(self, name), getattr(self, limit)
+            # One complaint per field: fixing the first usually fixes the rest.
+            if value > bound and (name,) not in issues:
+                issues[(name,)] = f"{name} ({value}) is greater than {limit} ({bound})"
         if issues:
-            raise issues_error(type(self).__name__, issues)
+            raise issues_error(type(self).__name__, issues.items())
         return self

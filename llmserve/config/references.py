@@ -95,8 +95,11 @@ def find_reference_issues(data: Mapping[str, Any]) -> Issues:
         _check_ref(item.get("generator"), "models", served, (*loc, "generator"), issues)
         if retriever is not None:
             top_k = _get(item, PipelineConfig, "top_k")
+            own_limit = _get(item, PipelineConfig, "max_top_k")
             limit = _get(retriever, RetrieverConfig, "max_top_k")
-            if isinstance(top_k, int) and isinstance(limit, int) and top_k > limit:
+            numbers = all(isinstance(n, int) for n in (top_k, own_limit, limit))
+            # Above its own max_top_k is already reported by the pipeline itself.
+            if numbers and limit < top_k <= own_limit:
                 issues.append(
                     (
                         (*loc, "top_k"),

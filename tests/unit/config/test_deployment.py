@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import pytest
+
+from llmserve.config import (
+    AutoscalingConfig,
+    ConfigError,
+    DeploymentConfig,
+    ParallelismConfig,
+    validate_config_dict,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _with_deployment(deployment: dict) -> dict:
+    return {"models": [{"id": "m", "source": "builtin:tiny-llama", "deployment": deployment}]}
+
+
+def test_default_serve_options() -> None:
+    assert DeploymentConfig().to_serve_options() == {
+        "num_replicas": 1,
+        "max_ongoing_requests": 64,
+        "max_queued_requests": -1,
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+        "graceful_shutdown_timeout_s": 20,
+        "ray_actor_options": {"num_cpus": 0},
+    }
+
+
+def test_fixed_replicas() -> None:
+    options = DeploymentConfig(num_replicas=3, num_cpus=0.5).to_serve_options()
+    assert options["num_replicas"] == 3
+    assert options["ray_actor_options"] == {"num_cpus": 0.5}
+
+
+def test_autoscaling_replaces_num_replicas() -> None:
+    config = DeploymentConfig(
+        autoscaling_config=AutoscalingConfig(min_replicas=0, max_replicas=4, initial_replicas=1),
+        max_queued_requests=100,
+    )
+    options = config.to_serve_options()
+    assert "num_replicas" not in options
+    assert options["autoscaling_config"] == {
+        "min_replicas": 0,
+        "max_replicas": 4,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 2,
+        "upscale_delay_s": 5,
+        "downscale_delay_s": 30,
+    }
+    assert options["max_queued_requests"] == 100
+    # initial_replicas is left out when unset, so Ray applies its own default.
+    unset = DeploymentConfig(autoscaling_config=AutoscalingConfig(max_replicas=2))
+    assert "initial_replicas" not in unset.to_serve_options()["autoscaling_config"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        DeploymentConfig(),
+        DeploymentConfig(num_replicas=2, num_cpus=1),
+        DeploymentConfig(autoscaling_config=AutoscalingConfig(min_replicas=1, max_replicas=3)),
+    ],
+)
+def test_ray_serve_accepts_the_options(config: DeploymentConfig) -> None:
+    serve = pytest.importorskip("ray.serve")
+
+    class Replica:
+        pass
+
+    # Building a Deployment validates the options without starting Ray.
+    deployment = serve.deployment(**config.to_serve_options())(Replica)
+    assert deployment.max_ongoing_requests == config.max_ongoing_requests
+
+
+def test_num_replicas_and_autoscaling_are_exclusive(issues) -> None:
+    found = issues(_with_deployment({"num_replicas": 2, "autoscaling_config": {"max_replicas": 3}}))
+    assert found == {
+        "models[0].deployment.num_replicas": (
+            "set either num_replicas or autoscaling_config, not both"
+        )
+    }
+
+
+def test_autoscaling_min_above_max(issues) -> None:
+    found = issues(_with_deployment({"autoscaling_config": {"min_replicas": 5, "max_replicas": 2}}))
+    assert found == {
+        "models[0].deployment.autoscaling_config.min_replicas": (
+            "min_replicas (5) is greater than max_replicas (2)"
+        )
+    }
+
+
+def test_autoscaling_initial_outside_range(issues) -> None:
+    found = issues(
+        _with_deployment({"autoscaling_config": {"max_replicas": 2, "initial_replicas": 3}})
+    )
+    assert found == {
+        "models[0].deployment.autoscaling_config.initial_replicas": (
+            "initial_replicas (3) must be between min_replicas (1) and max_replicas (2)"
+        )
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_replicas", 0),
+        ("max_ongoing_requests", 0),
+        ("max_queued_requests", -2),
+        ("health_check_period_s", 0),
+        ("num_cpus", -1),
+    ],
+)
+def test_deployment_bounds(issues, field: str, value: float) -> None:
+    assert list(issues(_with_deployment({field: value}))) == [f"models[0].deployment.{field}"]
+
+
+def test_unlimited_queue_is_minus_one() -> None:
+    app = validate_config_dict(_with_deployment({"max_queued_requests": 0}))
+    assert app.models[0].deployment.max_queued_requests == 0
+
+
+def test_parallelism_defaults_per_device() -> None:
+    parallel = ParallelismConfig(tensor_parallel_size=2, pipeline_parallel_size=3)
+    assert parallel.world_size == 6
+    assert parallel.worker_resources("gpu") == {"GPU": 1.0}
+    assert parallel.worker_resources("cpu") == {"CPU": 1.0}
+    custom = ParallelismConfig(resources_per_worker={"GPU": 0.5, "CPU": 2})
+    assert custom.placement_bundles("gpu") == [{"GPU": 0.5, "CPU": 2.0}]
+
+
+def test_parallelism_is_validated(issues) -> None:
+    data = {
+        "models": [
+            {
+                "id": "m",
+                "source": "x",
+                "parallelism": {
+                    "tensor_parallel_size": 0,
+                    "placement_strategy": "pack",
+                    "resources_per_worker": {"GPU": -1},
+                },
+            }
+        ]
+    }
+    assert sorted(issues(data)) == [
+        "models[0].parallelism.placement_strategy",
+        "models[0].parallelism.resources_per_worker.GPU",
+        "models[0].parallelism.tensor_parallel_size",
+    ]
+
+
+def test_config_error_is_not_a_validation_error() -> None:
+    # Callers catch one exception type whatever went wrong.
+    with pytest.raises(ConfigError):
+        validate_config_dict(_with_deployment({"num_replicas": "many"}))
