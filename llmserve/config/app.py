@@ -29,10 +29,10 @@ class RayConfig(BaseModel):
 
     address: str | None = Field(
         None,
-        description="Address of a running Ray cluster, e.g. ray://host:10001; None starts one.",
+        description="Address of a running Ray cluster, e.g. ray://host:10001; null starts one.",
     )
     num_cpus: float | None = Field(
-        None, gt=0, description="CPUs given to the local Ray; None detects them."
+        None, gt=0, description="CPUs given to the local Ray; null detects them."
     )
 
 
@@ -44,7 +44,7 @@ class AppConfig(BaseModel):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster settings.")
     home: str | None = Field(
         None,
-        description="Cache for prepared models; None: $LLMSERVE_HOME or ~/.cache/llmserve.",
+        description="Cache for prepared models; null: $LLMSERVE_HOME or ~/.cache/llmserve.",
     )
     ingress: IngressConfig = Field(
         default_factory=IngressConfig, description="The OpenAI-compatible HTTP server."

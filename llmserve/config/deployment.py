@@ -17,7 +17,7 @@ class AutoscalingConfig(BaseModel):
     min_replicas: int = Field(1, ge=0, description="Fewest replicas; 0 allows scaling to zero.")
     max_replicas: int = Field(1, ge=1, description="Most replicas.")
     initial_replicas: int | None = Field(
-        None, ge=0, description="Replicas to start with; None starts with min_replicas."
+        None, ge=0, description="Replicas to start with; null starts with min_replicas."
     )
     target_ongoing_requests: float = Field(
         2, gt=0, description="Ongoing requests per replica that autoscaling aims for."
@@ -63,7 +63,7 @@ class DeploymentConfig(BaseModel):
     num_replicas: int | None = Field(
         None,
         ge=1,
-        description="Fixed number of replicas; None means 1, or autoscaling if that is set.",
+        description="Fixed number of replicas; null means 1, or autoscaling if that is set.",
     )
     autoscaling_config: AutoscalingConfig | None = Field(
         None, description="Scale replicas with load instead of a fixed num_replicas."

@@ -29,7 +29,7 @@ class ParallelismConfig(BaseModel):
     )
     resources_per_worker: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
         None,
-        description='Resources per worker bundle; None: {"GPU": 1} on gpu, {"CPU": 1} on cpu.',
+        description='Resources per worker bundle; null: {"GPU": 1} on gpu, {"CPU": 1} on cpu.',
     )
 
     @property

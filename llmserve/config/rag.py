@@ -142,11 +142,11 @@ class PipelineConfig(BaseModel):
     retriever: str = Field(..., description="id of the retriever to search.")
     top_k: int = Field(20, gt=0, description="Chunks retrieved per question by default.")
     max_top_k: int = Field(50, gt=0, description="Largest top_k a request may ask for.")
-    reranker: str | None = Field(None, description="id of a reranker; None keeps retrieval order.")
+    reranker: str | None = Field(None, description="id of a reranker; null keeps retrieval order.")
     top_n: int = Field(4, gt=0, description="Chunks kept (after reranking) for the prompt.")
     max_top_n: int = Field(20, gt=0, description="Largest top_n a request may ask for.")
     min_score: float | None = Field(
-        None, description="Drop chunks scoring below this; None keeps all top_n."
+        None, description="Drop chunks scoring below this; null keeps all top_n."
     )
     generator: str = Field(..., description="id of the model that writes the answer.")
     system_prompt: str = Field(
