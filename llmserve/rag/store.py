@@ -200,7 +200,9 @@ class ChunkStore:
     keys; ``None`` means "whatever the existing table has" (read-only use).
     ``read_consistency_interval`` (seconds) bounds how stale a reader may be
     after another process re-indexes; ``0`` checks on every query, ``None``
-    only on :meth:`refresh`.
+    only on :meth:`refresh`. Hybrid search fuses at least
+    ``hybrid_candidates`` results from each of its two searches, however
+    small ``top_k`` is.
     """
 
     def __init__(
@@ -212,6 +214,7 @@ class ChunkStore:
         not_built_hint: str = DEFAULT_NOT_BUILT_HINT,
         read_consistency_interval: float | None = 1.0,
         storage_options: Mapping[str, str] | None = None,
+        hybrid_candidates: int = 20,
     ) -> None:
         self.uri = os.fspath(uri)
         self.table_name = table
@@ -222,6 +225,7 @@ class ChunkStore:
         self.not_built_hint = not_built_hint
         self.read_consistency_interval = read_consistency_interval
         self.storage_options = dict(storage_options or {})
+        self.hybrid_candidates = hybrid_candidates
         self._lock = threading.Lock()
         self._reset()
 
@@ -416,10 +420,14 @@ class ChunkStore:
             )
         if where:
             query = query.where(where, prefilter=True)
-        query = query.limit(top_k)
         if mode == "hybrid":
-            return query.to_arrow().drop_columns(["vector"]).to_pylist()
-        return query.to_list()
+            # LanceDB limits each leg to the final limit. Fusing only the top 1-5
+            # of each list would rank by little more than a coin toss, so fetch
+            # more candidates per leg and cut after fusion.
+            query = query.limit(max(top_k, self.hybrid_candidates))
+            rows = query.to_arrow().drop_columns(["vector"]).slice(0, top_k)
+            return rows.to_pylist()
+        return query.limit(top_k).to_list()
 
     @staticmethod
     def _to_hit(row: Mapping[str, Any], mode: str) -> Hit:
