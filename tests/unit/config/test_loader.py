@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from llmserve.config import ConfigError, ConfigIssue, load_config
+from llmserve.config import ConfigError, ConfigIssue, load_config, validate_config_dict
 
 pytestmark = pytest.mark.unit
 
@@ -157,3 +158,11 @@ def test_validation_errors_from_a_file(write_config) -> None:
     path = write_config(TINY + "    engine_kwargs: {max_model_len: abc}\nextra: 1\n")
     issues = _issues(path)
     assert [i.path for i in issues] == ["models[0].engine_kwargs.max_model_len", "extra"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_configs_survive_a_json_round_trip(path: Path) -> None:
+    # Ray Serve's `serve deploy` passes the config on as plain JSON.
+    app = load_config(path)
+    again = validate_config_dict(json.loads(app.model_dump_json()), base_dir=Path("/elsewhere"))
+    assert again == app
