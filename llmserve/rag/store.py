@@ -22,9 +22,9 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -200,9 +200,9 @@ class ChunkStore:
     keys; ``None`` means "whatever the existing table has" (read-only use).
     ``read_consistency_interval`` (seconds) bounds how stale a reader may be
     after another process re-indexes; ``0`` checks on every query, ``None``
-    only on :meth:`refresh`. Hybrid search fuses at least
-    ``hybrid_candidates`` results from each of its two searches, however
-    small ``top_k`` is.
+    only on :meth:`refresh`. Each query reads one table version throughout.
+    Hybrid search fuses at least ``hybrid_candidates`` results from each of
+    its two searches, however small ``top_k`` is.
     """
 
     def __init__(
@@ -230,16 +230,27 @@ class ChunkStore:
         self._reset()
 
     # -- connection handling ------------------------------------------------
+    #
+    # Two kinds of table handle: ``_latest`` follows the newest version and is
+    # used for writes and version checks; ``_snapshot`` is checked out at one
+    # version and serves queries. LanceDB runs a hybrid query's vector and
+    # full-text legs in parallel, and a handle that refreshes itself could let
+    # them read different versions in the middle of a re-index (fusing old and
+    # new rows). A pinned snapshot gives every query one consistent version; it
+    # is swapped for a newer one at most every ``read_consistency_interval``.
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._db: Any = None
-        self._table: Any = None
+        self._latest: Any = None
+        self._snapshot: Any = None
+        self._snapshot_version: int | None = None
+        self._checked_at: float | None = None  # None: check before the next read
 
     def __getstate__(self) -> dict[str, Any]:
         # Connections don't cross processes: a copy sent to a Ray actor reconnects.
         state = self.__dict__.copy()
-        for key in ("_lock", "_db", "_table"):
+        for key in ("_lock", "_db", "_latest", "_snapshot"):
             state.pop(key, None)
         return state
 
@@ -253,12 +264,8 @@ class ChunkStore:
             import lancedb  # deferred: importing lancedb is slow and only needed on use
 
             self._reset()
-            interval = self.read_consistency_interval
-            self._db = lancedb.connect(
-                self.uri,
-                read_consistency_interval=None if interval is None else timedelta(seconds=interval),
-                storage_options=self.storage_options or None,
-            )
+            # No automatic refresh: freshness is managed by the snapshot logic above.
+            self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
         return self._db
 
     def _table_names(self) -> list[str]:
@@ -272,18 +279,47 @@ class ChunkStore:
             if not page_token:
                 return names
 
+    def _latest_locked(self) -> Any:
+        db = self._connection()
+        if self._latest is None:
+            if self.table_name not in self._table_names():
+                raise IndexNotBuilt(
+                    f"RAG index table {self.table_name!r} not found at {self.uri!r}. "
+                    f"{self.not_built_hint}"
+                )
+            self._latest = db.open_table(self.table_name)
+        return self._latest
+
     def _open(self) -> Any:
-        """The chunk table, opened on first use; raises :class:`IndexNotBuilt`."""
+        """The chunk table at its newest version; raises :class:`IndexNotBuilt`."""
         with self._lock:
-            if self._table is None or self._pid != os.getpid():
-                db = self._connection()
-                if self.table_name not in self._table_names():
-                    raise IndexNotBuilt(
-                        f"RAG index table {self.table_name!r} not found at {self.uri!r}. "
-                        f"{self.not_built_hint}"
-                    )
-                self._table = db.open_table(self.table_name)
-            return self._table
+            table = self._latest_locked()
+            table.checkout_latest()
+            return table
+
+    def _reader(self) -> Any:
+        """A handle pinned to one table version, for queries (see the note above)."""
+        with self._lock:
+            self._connection()  # resets all handles after a fork
+            interval = self.read_consistency_interval
+            now = time.monotonic()
+            due = self._checked_at is None or (
+                interval is not None and now - self._checked_at >= interval
+            )
+            if self._snapshot is None or due:
+                latest = self._latest_locked()
+                latest.checkout_latest()
+                version = latest.version
+                if self._snapshot is None or version != self._snapshot_version:
+                    snapshot = self._connection().open_table(self.table_name)
+                    snapshot.checkout(version)
+                    self._snapshot, self._snapshot_version = snapshot, version
+                self._checked_at = now
+            return self._snapshot
+
+    def _written(self) -> None:
+        """After a write, this store's own next read must see it."""
+        self._checked_at = None
 
     def exists(self) -> bool:
         """Whether the chunk table has been created."""
@@ -291,23 +327,20 @@ class ChunkStore:
             return self.table_name in self._table_names()
 
     def refresh(self) -> None:
-        """Move to the newest table version now (e.g. right after a re-index)."""
-        if self._table is not None:
-            self._table.checkout_latest()
+        """Look for a newer table version before the next query (e.g. after a re-index)."""
+        self._checked_at = None
 
     @property
     def version(self) -> int | None:
-        """Current version of the chunk table, ``None`` if it does not exist yet."""
+        """Newest version of the chunk table, ``None`` if it does not exist yet."""
         try:
-            table = self._open()
+            return self._open().version
         except IndexNotBuilt:
             return None
-        table.checkout_latest()
-        return table.version
 
     def count(self) -> int:
-        """Number of chunks in the table."""
-        return self._open().count_rows()
+        """Number of chunks, as the next query would see them."""
+        return self._reader().count_rows()
 
     # -- search -------------------------------------------------------------
 
@@ -318,7 +351,7 @@ class ChunkStore:
     def _metadata_columns(self) -> tuple[str, ...]:
         if self.metadata_fields is not None:
             return self.metadata_fields
-        names = self._open().schema.names
+        names = self._reader().schema.names
         return tuple(name for name in names if name not in CORE_COLUMNS)
 
     def search(
@@ -340,7 +373,7 @@ class ChunkStore:
             raise ValueError(f"unknown search mode {mode!r}; expected one of {SEARCH_MODES}")
         if mode != "bm25" and query_vector is None:
             raise ValueError(f"{mode} search needs a query vector")
-        table = self._open()
+        table = self._reader()
         where = build_where(filters, self.filter_fields())
         self._check_columns(table, filters)
         if top_k <= 0:
@@ -484,7 +517,6 @@ class ChunkStore:
             return {}
         where = f"`file` IN ({', '.join(sql_string(f) for f in files)})"
         table = self._open()
-        table.checkout_latest()
         rows = table.search().where(where).select(["content_hash", "vector"]).limit(None)
         data = rows.to_arrow()
         hashes, vectors = data.column("content_hash"), data.column("vector")
@@ -505,12 +537,12 @@ class ChunkStore:
             exists = self.table_name in self._table_names()
             if exists:
                 table = db.open_table(self.table_name)
-                table.checkout_latest()
                 if table.schema.equals(schema):
-                    self._table = table
+                    self._latest = table
                     return False
             mode = "overwrite" if exists else "create"
-            self._table = db.create_table(self.table_name, schema=schema, mode=mode)
+            self._latest = db.create_table(self.table_name, schema=schema, mode=mode)
+            self._written()
             return True
 
     def rows_for(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> pa.Table:
@@ -550,17 +582,17 @@ class ChunkStore:
         if rows is None or rows.num_rows == 0:
             if in_files:
                 table.delete(in_files)
-            return
-        if not in_files:
+        elif not in_files:
             table.add(rows)
-            return
-        (
-            table.merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(in_files)
-            .execute(rows)
-        )
+        else:
+            (
+                table.merge_insert("chunk_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(in_files)
+                .execute(rows)
+            )
+        self._written()
 
     def rebuild_fts_index(self) -> None:
         """(Re)build the BM25 index on ``text``; a no-op on an empty table."""
@@ -572,3 +604,4 @@ class ChunkStore:
         # Same as the deprecated ``create_fts_index("text", replace=True)``:
         # English stemming, stop-word removal, lower-casing, ASCII folding.
         table.create_index("text", config=FTS(), replace=True)
+        self._written()
