@@ -16,17 +16,15 @@ pending deltas into one event, so batching adapts to load by itself.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from llmserve.engine.pooling import vllm_error
 from llmserve.engine.serving import start_engine
-from llmserve.openai.errors import error_body, validation_error_body
-
-logger = logging.getLogger("llmserve")
+from llmserve.openai.errors import validation_error_body
 
 
 class LLMServer:
@@ -63,7 +61,7 @@ class LLMServer:
         try:
             result = await create(request, None)
         except Exception as exc:  # vLLM raises some request errors instead of returning them
-            yield _vllm_error(exc)
+            yield vllm_error(exc)
             return
         if isinstance(result, AsyncGenerator):
             # A cancelled handle call (client gone) closes this generator,
@@ -85,13 +83,3 @@ class LLMServer:
     async def check_health(self) -> None:
         # Raising here makes Serve replace the replica.
         await self._engine.check_health()
-
-
-def _vllm_error(exc: Exception) -> dict[str, Any]:
-    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
-
-    try:
-        return create_error_response(exc).model_dump()
-    except Exception:  # never leak a traceback to the client
-        logger.exception("unexpected error while serving a request")
-        return error_body(500, "internal server error")

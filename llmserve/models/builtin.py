@@ -167,8 +167,8 @@ def builtin_name(source: str) -> str:
     return name
 
 
-def model_dir(name: str, home: Path | None = None) -> Path:
-    return (home or default_home()) / "models" / name
+def model_dir(name: str, home: Path | str | None = None) -> Path:
+    return Path(home or default_home()) / "models" / name
 
 
 def prepare_builtin(name: str, home: Path | None = None) -> Path:

@@ -39,6 +39,10 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, self.param, self.type)
 
+    def __reduce__(self):
+        # Keeps the status and param when the error crosses a Ray handle.
+        return (APIError, (self.status, self.message, self.param, self.type))
+
 
 def error_body(
     status: int, message: str, param: str | None = None, type: str | None = None

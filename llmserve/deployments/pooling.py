@@ -1,0 +1,24 @@
+"""Shared plumbing for deployments that own a vLLM pooling engine
+(``runner="pooling"``): the embedder and the reranker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmserve.engine.serving import start_engine
+
+
+class PoolingServer:
+    async def _start(self, cfg, home: str | None) -> None:
+        self.model_id = cfg.id
+        bundle = await start_engine(cfg, Path(home) if home else None, runner="pooling")
+        self._engine = bundle.engine
+        self._state = bundle.state
+
+    async def metrics_text(self) -> bytes:
+        from prometheus_client import REGISTRY, generate_latest
+
+        return generate_latest(REGISTRY)
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()

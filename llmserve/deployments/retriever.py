@@ -1,0 +1,51 @@
+"""Retriever deployment: hybrid (dense + BM25, RRF) search over a LanceDB index.
+
+Replicas open the same on-disk table read-only and see a re-index within
+about a second (LanceDB's read consistency interval). Query vectors come
+from the embedder deployment's batched ``embed`` handle method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from llmserve.openai.errors import APIError
+from llmserve.rag import ChunkStore, IndexNotBuilt, InvalidFilter, UnknownFilterField
+
+
+class Retriever:
+    def __init__(self, cfg, embedder, not_built_hint: str):
+        self.id = cfg.id
+        self.default_mode = cfg.default_mode
+        self.max_top_k = cfg.max_top_k
+        self._embedder = embedder
+        self.store = ChunkStore(
+            cfg.uri,
+            cfg.table,
+            metadata_fields=cfg.corpus.metadata_fields,
+            not_built_hint=not_built_hint,
+        )
+
+    async def search(
+        self,
+        query: str,
+        top_k: int,
+        mode: str | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        mode = mode or self.default_mode
+        if top_k > self.max_top_k:
+            raise APIError(400, f"top_k must be <= {self.max_top_k}", param="top_k")
+        vector = None
+        if mode != "bm25" and query.strip():
+            vector = (await self._embedder.embed.remote([query]))[0]
+        try:
+            hits = await self.store.asearch(query, vector, mode, top_k, filters)
+        except UnknownFilterField as exc:
+            raise APIError(400, str(exc), param="filters") from None
+        except InvalidFilter as exc:
+            raise APIError(400, str(exc), param="filters") from None
+        except IndexNotBuilt as exc:
+            raise APIError(400, str(exc), param="model") from None
+        return [asdict(hit) for hit in hits]
