@@ -161,6 +161,7 @@ async def build_index(
     touched = report.added_files + report.updated_files + report.removed_files
     rows = store.rows_for(chunks, vectors) if chunks else None
     store.replace_files(touched, rows)
+    store.compact()
     store.rebuild_fts_index()
     report.chunks_written = len(chunks)
 

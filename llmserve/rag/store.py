@@ -373,8 +373,10 @@ class ChunkStore:
             raise ValueError(f"unknown search mode {mode!r}; expected one of {SEARCH_MODES}")
         if mode != "bm25" and query_vector is None:
             raise ValueError(f"{mode} search needs a query vector")
-        table = self._reader()
+        # Validate filters before touching the table: a bad request is a bad
+        # request even while the index is missing.
         where = build_where(filters, self.filter_fields())
+        table = self._reader()
         self._check_columns(table, filters)
         if top_k <= 0:
             return []
@@ -592,6 +594,15 @@ class ChunkStore:
                 .when_not_matched_by_source_delete(in_files)
                 .execute(rows)
             )
+        self._written()
+
+    def compact(self) -> None:
+        """Merge the small data files that incremental updates leave behind.
+
+        Also prunes versions older than LanceDB's default of 7 days, far longer
+        than any reader keeps a pinned snapshot.
+        """
+        self._open().optimize()
         self._written()
 
     def rebuild_fts_index(self) -> None:

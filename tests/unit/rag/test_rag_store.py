@@ -227,3 +227,21 @@ def test_schema_change_recreates_the_table(store):
     assert store.ensure_table(dim=4) is False
     assert store.ensure_table(dim=8) is True
     assert store.count() == 0
+
+
+def test_bad_filters_are_reported_even_without_an_index(tmp_path):
+    store = ChunkStore(tmp_path / "empty", metadata_fields=["team"])
+
+    with pytest.raises(UnknownFilterField):
+        store.search("q", QUERY, "hybrid", 5, {"owner": "me"})
+    with pytest.raises(IndexNotBuilt):
+        store.search("q", QUERY, "hybrid", 5, {"team": "web"})
+
+
+def test_compaction_keeps_the_data(store):
+    store.replace_files(["b.md"], None)
+
+    store.compact()
+
+    assert store.count() == 3
+    assert ids(store.search("kangaroo", None, "bm25", 5)) == ["c.md"]
