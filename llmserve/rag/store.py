@@ -371,18 +371,18 @@ class ChunkStore:
         """
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; expected one of {SEARCH_MODES}")
-        if mode != "bm25" and query_vector is None:
+        text = query_text.strip()
+        if mode != "bm25" and query_vector is None and text:
             raise ValueError(f"{mode} search needs a query vector")
         # Validate filters before touching the table: a bad request is a bad
         # request even while the index is missing.
         where = build_where(filters, self.filter_fields())
         table = self._reader()
         self._check_columns(table, filters)
-        if top_k <= 0:
-            return []
-        text = query_text.strip()
         if mode == "hybrid" and not text:
             mode = "dense"
+        if top_k <= 0 or (not text and query_vector is None):
+            return []  # nothing to search for
         if mode == "bm25" and not text:
             return []
         try:

@@ -136,7 +136,11 @@ def test_hits_carry_text_title_and_metadata(store):
 
 def test_hybrid_without_text_falls_back_to_dense(store):
     assert ids(store.search("  ", QUERY, "hybrid", 2)) == ["a.md", "c.md"]
-    assert store.search("", None, "bm25", 2) == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_an_empty_query_finds_nothing(store, mode):
+    assert store.search(" ", None, mode, 5) == []
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
