@@ -123,7 +123,9 @@ def cmd_run(args) -> int:
     _before_serving(config)
     runtime.connect(args.address or config.ray.address, config.ray.num_cpus)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Set both explicitly: a shell starts background jobs with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         runtime.deploy(config)
         url = f"http://{config.ingress.host}:{config.ingress.port}{_prefix(config)}/v1"

