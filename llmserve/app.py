@@ -21,6 +21,7 @@ from llmserve.engine.args import resolve_device
 from llmserve.placement import compute_placement
 
 APP_NAME = "llmserve"
+INGRESS_NAME = "ingress"
 
 
 def deployment_name(kind: str, id_: str) -> str:
@@ -56,14 +57,19 @@ def engine_deployment_options(cfg: EngineConfig) -> dict[str, Any]:
 def build_app(config: AppConfig) -> Application:
     home = str(config.home_dir())
     routes = Routes()
+    fused_id = config.ingress.fused_model
     for model in config.models:
+        routes.model_cards.append({"id": model.id, "root": model.source, "kind": "model"})
+        if model.id == fused_id:
+            # Served inside the ingress replicas; the RAG router reaches it by name.
+            routes.chat[model.id] = routes.completions[model.id] = INGRESS_NAME
+            continue
         deployment = serve.deployment(LLMServer).options(
             name=deployment_name("llm", model.id), **engine_deployment_options(model)
         )
         handle = deployment.bind(model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle
-        routes.model_cards.append({"id": model.id, "root": model.source, "kind": "model"})
         routes.metrics_sources.append(handle)
 
     from llmserve.rag_app import add_rag_deployments
@@ -74,10 +80,13 @@ def build_app(config: AppConfig) -> Application:
         api_keys=config.ingress.resolve_api_keys(),
         max_request_body_bytes=config.ingress.max_request_body_bytes,
     )
-    ingress = serve.deployment(serve.ingress()(Ingress)).options(
-        name="ingress", **config.ingress.deployment.to_serve_options()
-    )
-    return ingress.bind(settings, routes)
+    if fused_id is None:
+        options, fused = config.ingress.deployment.to_serve_options(), None
+    else:
+        fused = config.get_model(fused_id)
+        options = engine_deployment_options(fused)
+    ingress = serve.deployment(serve.ingress()(Ingress)).options(name=INGRESS_NAME, **options)
+    return ingress.bind(settings, routes, fused, home)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

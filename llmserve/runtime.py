@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,9 @@ from llmserve.models import is_builtin, prepare_builtin
 from llmserve.models.builtin import builtin_name
 
 logger = logging.getLogger("llmserve")
+
+
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
 
 
 class DeployError(RuntimeError):
@@ -29,8 +34,17 @@ def prepare_models(config: AppConfig) -> None:
         prepare_builtin(builtin_name(source), config.home_dir())
 
 
-def connect(address: str | None, num_cpus: float | None = None) -> None:
-    """Connect to a Ray cluster, or start an embedded local one if ``address`` is None."""
+def connect(
+    address: str | None, num_cpus: float | None = None, direct_ingress: bool = False
+) -> None:
+    """Connect to a Ray cluster, or start an embedded local one if ``address`` is None.
+
+    ``direct_ingress`` (local Ray only) turns on Serve's HAProxy + direct
+    ingress mode: HAProxy forwards HTTP straight to the ingress replicas,
+    which removes the Python proxy, and one process hop per token chunk.
+    Serve reads these flags when it starts, so a remote cluster must be
+    started with them in its environment instead.
+    """
     import ray
 
     if ray.is_initialized():
@@ -38,6 +52,12 @@ def connect(address: str | None, num_cpus: float | None = None) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     if address is None:
         kwargs["num_cpus"] = num_cpus
+        if direct_ingress:
+            os.environ.update(DIRECT_INGRESS_ENV)
+            # HAProxy's own stats and metrics listeners default to fixed ports
+            # (8404, 9101); free ones let several local apps run side by side.
+            os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
+            os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
     else:
         kwargs["address"] = address
     ray.init(**kwargs)
@@ -53,6 +73,12 @@ def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
     serve.start(http_options={"host": config.ingress.host, "port": config.ingress.port})
     serve.run(app, name=APP_NAME, route_prefix=config.ingress.route_prefix, blocking=False)
     wait_healthy(timeout_s)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_healthy(timeout_s: float) -> None:

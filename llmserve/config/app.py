@@ -34,6 +34,13 @@ class RayConfig(BaseModel):
     num_cpus: float | None = Field(
         None, gt=0, description="CPUs given to the local Ray; null detects them."
     )
+    direct_ingress: bool = Field(
+        True,
+        description=(
+            "Local Ray only: HAProxy sends HTTP straight to the ingress replicas "
+            "(Serve's HAProxy + direct ingress mode) instead of through a Python proxy."
+        ),
+    )
 
 
 class AppConfig(BaseModel):

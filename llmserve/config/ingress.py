@@ -56,7 +56,15 @@ class IngressConfig(BaseModel):
         1_048_576, gt=0, description="Largest request body accepted, in bytes."
     )
     deployment: DeploymentConfig = Field(
-        default_factory=DeploymentConfig, description="Ray Serve settings of the ingress."
+        default_factory=DeploymentConfig,
+        description="Ray Serve settings of the ingress (unused when fused_model is set).",
+    )
+    fused_model: str | None = Field(
+        None,
+        description=(
+            "id of a model whose engine runs inside the ingress replicas, so its tokens cross "
+            "no Ray hop; that model's deployment settings then apply to the ingress."
+        ),
     )
 
     @field_validator("route_prefix")

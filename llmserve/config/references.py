@@ -108,6 +108,10 @@ def find_reference_issues(data: Mapping[str, Any]) -> Issues:
                     )
                 )
 
+    ingress = data.get("ingress")
+    if isinstance(ingress, Mapping) and ingress.get("fused_model") is not None:
+        _check_ref(ingress["fused_model"], "models", served, ("ingress", "fused_model"), issues)
+
     if all(isinstance(data.get(s, []), list) and not data.get(s) for s in SERVED_SECTIONS):
         issues.append(
             ((), "nothing to serve: define at least one model, embedder, reranker or pipeline")

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from llmserve.deployments import metrics
+from llmserve.deployments.local_handle import LocalHandle
 from llmserve.openai.errors import APIError, error_body, status_of
 
 logger = logging.getLogger("llmserve")
@@ -49,14 +50,45 @@ class Routes:
 
 
 class Ingress:
-    """Serve deployment class; see ``build_ingress_app`` for the routes."""
+    """Serve deployment class; see ``build_ingress_app`` for the routes.
 
-    def __init__(self, settings: IngressSettings, routes: Routes):
+    With a fused model, that model's vLLM engine runs in this replica and its
+    requests are served in-process, exactly like vLLM's own server: the
+    token stream crosses no Ray hop. Other ids still go through handles, and
+    ``chat``/``completions`` let the RAG router use the fused model too.
+    """
+
+    async def __init__(self, settings: IngressSettings, routes: Routes, fused=None, home=None):
         self.settings = settings
-        self.routes = routes
+        # A copy: Serve pickles the init args later to list outbound handles,
+        # and the local handle below holds an engine that cannot be pickled.
+        self.routes = routes = replace(
+            routes, chat=dict(routes.chat), completions=dict(routes.completions)
+        )
+        self._local = None
+        if fused is not None:
+            from llmserve.deployments.llm_server import LLMServer
+
+            self._local = LLMServer.__new__(LLMServer)
+            await self._local.__init__(fused, home)
+            handle = LocalHandle(self._local)
+            routes.chat[fused.id] = handle
+            routes.completions[fused.id] = handle
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_ingress_app(self.settings, self.routes)
+
+    async def chat(self, body: dict[str, Any]):
+        async for item in self._local.chat(body):
+            yield item
+
+    async def completions(self, body: dict[str, Any]):
+        async for item in self._local.completions(body):
+            yield item
+
+    async def check_health(self) -> None:
+        if self._local is not None:
+            await self._local.check_health()
 
 
 def build_ingress_app(settings: IngressSettings, routes: Routes) -> FastAPI:

@@ -64,7 +64,7 @@ class RAGRouter:
         generate_body.update(model=self.cfg.generator, messages=messages)
 
         started = time.perf_counter()
-        stream = self._generator.options(stream=True).chat.remote(generate_body)
+        stream = self._generator_handle().options(stream=True).chat.remote(generate_body)
         first = await stream.__anext__()
         self._observe(timings, "generate_first_token", started)
         extra = {"rag": {"pipeline": self.cfg.id, "timings_ms": timings}}
@@ -95,6 +95,17 @@ class RAGRouter:
             "pipeline": self.cfg.id,
             "data": [{"object": "retrieval.chunk", **hit} for hit in hits],
         }
+
+    def _generator_handle(self):
+        # A fused model lives in the ingress deployment, which is bound after
+        # this router; it is passed by deployment name and looked up here.
+        if isinstance(self._generator, str):
+            from ray import serve
+
+            from llmserve.app import APP_NAME
+
+            self._generator = serve.get_deployment_handle(self._generator, app_name=APP_NAME)
+        return self._generator
 
     async def metrics_text(self) -> bytes:
         from prometheus_client import REGISTRY, generate_latest
