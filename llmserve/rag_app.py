@@ -11,6 +11,7 @@ from ray import serve
 from llmserve.config import AppConfig
 from llmserve.deployments.embedder import Embedder
 from llmserve.deployments.ingress import Routes
+from llmserve.deployments.options import deployment_name, engine_deployment_options
 from llmserve.deployments.rag_router import RAGRouter
 from llmserve.deployments.reranker import Reranker
 from llmserve.deployments.retriever import Retriever
@@ -22,26 +23,10 @@ def index_hint(pipeline_id: str) -> str:
 
 
 def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
-    from llmserve.app import deployment_name, engine_deployment_options
-
-    embedders = {}
-    for cfg in config.embedders:
-        dep = serve.deployment(Embedder).options(
-            name=deployment_name("embedder", cfg.id), **engine_deployment_options(cfg)
-        )
-        embedders[cfg.id] = dep.bind(cfg, home)
-        routes.embeddings[cfg.id] = embedders[cfg.id]
-        routes.model_cards.append({"id": cfg.id, "root": cfg.source, "kind": "embedder"})
-        routes.metrics_sources.append(embedders[cfg.id])
-
-    rerankers = {}
-    for cfg in config.rerankers:
-        dep = serve.deployment(Reranker).options(
-            name=deployment_name("reranker", cfg.id), **engine_deployment_options(cfg)
-        )
-        rerankers[cfg.id] = dep.bind(cfg, home)
-        routes.rerank[cfg.id] = rerankers[cfg.id]
-        routes.model_cards.append({"id": cfg.id, "root": cfg.source, "kind": "reranker"})
+    embedders = _bind_engines(
+        config.embedders, Embedder, "embedder", routes.embeddings, routes, home
+    )
+    rerankers = _bind_engines(config.rerankers, Reranker, "reranker", routes.rerank, routes, home)
 
     pipelines_of = {}
     for p in config.pipelines:
@@ -50,7 +35,7 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
     retrievers = {}
     for cfg in config.retrievers:
         dep = serve.deployment(Retriever).options(
-            name=deployment_name("retriever", cfg.id), **_plain_options(cfg.deployment)
+            name=deployment_name("retriever", cfg.id), **cfg.deployment.to_serve_options()
         )
         hint = index_hint(pipelines_of.get(cfg.id, "NAME"))
         retrievers[cfg.id] = dep.bind(cfg, embedders[cfg.embedder], hint)
@@ -59,7 +44,7 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
         generator = routes.chat[p.generator]
         tokenizer = resolve_source(config.get_model(p.generator).source, home, prepare=False)
         dep = serve.deployment(RAGRouter).options(
-            name=deployment_name("rag", p.id), **_plain_options(p.deployment)
+            name=deployment_name("rag", p.id), **p.deployment.to_serve_options()
         )
         reranker = rerankers[p.reranker] if p.reranker else None
         router = dep.bind(p, tokenizer, retrievers[p.retriever], reranker, generator)
@@ -69,5 +54,14 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
         routes.metrics_sources.append(router)
 
 
-def _plain_options(deployment) -> dict:
-    return deployment.to_serve_options()
+def _bind_engines(configs, cls, kind: str, route: dict, routes: Routes, home: str) -> dict:
+    """One deployment per vLLM pooling engine, listed in /v1/models and /metrics."""
+    bound = {}
+    for cfg in configs:
+        dep = serve.deployment(cls).options(
+            name=deployment_name(kind, cfg.id), **engine_deployment_options(cfg)
+        )
+        bound[cfg.id] = route[cfg.id] = dep.bind(cfg, home)
+        routes.model_cards.append({"id": cfg.id, "root": cfg.source, "kind": kind})
+        routes.metrics_sources.append(bound[cfg.id])
+    return bound

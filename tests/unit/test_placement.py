@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmserve.app import engine_deployment_options
 from llmserve.config import ModelConfig, load_config
+from llmserve.deployments.options import engine_deployment_options
 from llmserve.placement import (
     STRATEGIES,
     Placement,
@@ -319,10 +319,10 @@ def test_options_match_the_configs_own_bundles() -> None:
 
 
 def test_auto_device_follows_the_platform(monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmserve.app
+    import llmserve.deployments.options as options
 
     model = _cfg(device="auto")
-    monkeypatch.setattr(llmserve.app, "resolve_device", lambda device: "gpu")
+    monkeypatch.setattr(options, "resolve_device", lambda device: "gpu")
     assert engine_deployment_options(model)["placement_group_bundles"] == [{"GPU": 1.0}]
-    monkeypatch.setattr(llmserve.app, "resolve_device", lambda device: "cpu")
+    monkeypatch.setattr(options, "resolve_device", lambda device: "cpu")
     assert "placement_group_bundles" not in engine_deployment_options(model)
