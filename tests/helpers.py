@@ -31,3 +31,21 @@ def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def curl_sse(url: str, body: dict, api_key: str | None = None, timeout: float = 120) -> list[str]:
+    """POST ``body`` with ``curl -N`` in a subprocess; return the SSE ``data:`` payloads."""
+    import json
+    import subprocess
+
+    headers = ["-H", "Content-Type: application/json"]
+    if api_key:
+        headers += ["-H", f"Authorization: Bearer {api_key}"]
+    out = subprocess.run(
+        ["curl", "-sN", url, *headers, "-d", json.dumps(body)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    ).stdout
+    return [line[len("data: ") :] for line in out.splitlines() if line.startswith("data: ")]

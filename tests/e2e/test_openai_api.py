@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import time
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from llmserve.config import load_config
 from tests.conftest import CONFIGS
-from tests.helpers import free_port, running_app
+from tests.helpers import curl_sse, free_port, running_app
 
 API_KEY = "test-key"
 BODY_LIMIT = 64 * 1024
@@ -119,32 +118,13 @@ def test_async_client_streams(base_url):
 
 
 def test_curl_streams_sse_ending_with_done(base_url):
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 5,
-            "stream": True,
-        }
-    )
-    out = subprocess.run(
-        [
-            "curl",
-            "-sN",
-            f"{base_url}/v1/chat/completions",
-            "-H",
-            f"Authorization: Bearer {API_KEY}",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    events = [line[len("data: ") :] for line in out.splitlines() if line.startswith("data: ")]
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+        "stream": True,
+    }
+    events = curl_sse(f"{base_url}/v1/chat/completions", body, api_key=API_KEY)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import openai
+
+from tests.helpers import curl_sse
 
 
 def test_capital_of_france_is_paris(default_app):
@@ -20,31 +21,14 @@ def test_capital_of_france_is_paris(default_app):
 
 
 def test_curl_streams_the_answer(default_app):
-    body = json.dumps(
-        {
-            "model": "smollm2",
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
-            "max_tokens": 32,
-            "temperature": 0,
-            "stream": True,
-        }
-    )
-    out = subprocess.run(
-        [
-            "curl",
-            "-sN",
-            f"{default_app}/v1/chat/completions",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    events = [line[6:] for line in out.splitlines() if line.startswith("data: ")]
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 32,
+        "temperature": 0,
+        "stream": True,
+    }
+    events = curl_sse(f"{default_app}/v1/chat/completions", body)
     assert events[-1] == "[DONE]"
     text = "".join(
         c["choices"][0]["delta"].get("content") or ""
