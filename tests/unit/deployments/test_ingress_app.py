@@ -1,0 +1,654 @@
+"""The ingress's own HTTP logic: auth, body limit, routing on ``model``, JSON vs SSE relay.
+
+The app is the real FastAPI app from ``build_ingress_app``; each model behind it is a
+small async-generator object in this file, reached through ``LocalHandle`` (the same
+adapter the fused model uses). The real engines behind real handles are covered by the
+e2e tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from openai.types import Model
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from ray.exceptions import ActorDiedError
+from ray.serve.exceptions import BackPressureError
+from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
+
+from llmserve.deployments import metrics
+from llmserve.deployments.ingress import IngressSettings, Routes, build_ingress_app
+from llmserve.deployments.local_handle import LocalHandle
+from llmserve.openai.errors import APIError
+
+pytestmark = pytest.mark.unit
+
+KEY = "k"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+LIMIT = 100
+SECRET = "secret-internal-detail"
+
+ENDPOINTS = {
+    "/v1/chat/completions": "model",
+    "/v1/completions": "model",
+    "/v1/embeddings": "model",
+    "/v1/rerank": "model",
+    "/v1/retrieve": "pipeline",
+}
+
+
+class Model_:
+    """A model behind a handle, shaped like LLMServer: every method is an async
+    generator yielding one dict (a JSON answer) or SSE ``str`` events.
+
+    The request's ``do`` picks what it does (bodies stay under the 100-byte limit):
+    ``echo``, ``error:<code>``, ``raise:<exc>``, ``stream``, ``stream:<exc>``, ``empty``.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def _answer(self, method: str, body: dict[str, Any]):
+        self.calls.append((method, body))
+        kind, _, arg = body.get("do", "echo").partition(":")
+        if kind == "echo":
+            yield {"object": "answer", "method": method, "echo": body}
+        elif kind == "error":
+            yield _error_answer(arg)
+        elif kind == "raise":
+            raise _exception(arg)
+        elif kind == "stream":
+            events = EVENTS[:3] if arg else EVENTS
+            for event in events:
+                await asyncio.sleep(0)
+                yield event
+            if arg:
+                raise _exception(arg)
+        elif kind == "empty":
+            return
+
+    def chat(self, body):
+        return self._answer("chat", body)
+
+    def completions(self, body):
+        return self._answer("completions", body)
+
+    def embeddings(self, body):
+        return self._answer("embeddings", body)
+
+    def rerank(self, body):
+        return self._answer("rerank", body)
+
+    def retrieve(self, body):
+        return self._answer("retrieve", body)
+
+
+def _error_answer(code: str) -> dict[str, Any]:
+    if code == "junk":
+        return {"error": {"message": "odd", "code": "teapot"}}
+    return ErrorResponse(
+        error=ErrorInfo(message="bad things", type="BadRequestError", param="n", code=int(code))
+    ).model_dump()
+
+
+def _exception(kind: str) -> BaseException:
+    return {
+        "runtime": RuntimeError(f"{SECRET}: division by zero in /srv/app.py"),
+        "api400": APIError(400, "prompt is longer than the context", param="messages"),
+        "backpressure": BackPressureError(num_queued_requests=9, max_queued_requests=8),
+        "actor_died": ActorDiedError(),
+    }[kind]
+
+
+EVENTS = [
+    'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
+    'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Grüße"}}]}\n\n',
+    'data: {"id":"c1","choices":[{"index":0,"delta":{"content":" 🌍\\n"}}]}\n\n',
+    'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+    "data: [DONE]\n\n",
+]
+
+
+class MetricsSource:
+    """What the ingress needs from a deployment handle for /metrics:
+    ``handle.metrics_text.remote()`` awaiting to exposition bytes."""
+
+    def __init__(self, text: bytes | None = None, fail: bool = False) -> None:
+        self._text, self._fail = text, fail
+        self.metrics_text = self
+
+    async def _get(self) -> bytes:
+        if self._fail:
+            raise ActorDiedError()
+        assert self._text is not None
+        return self._text
+
+    def remote(self):
+        return self._get()
+
+
+CARDS = [
+    {"id": "m", "root": "builtin:tiny-llama", "kind": "model"},
+    {"id": "rag", "kind": "pipeline"},
+]
+
+
+@pytest.fixture
+def model() -> Model_:
+    return Model_()
+
+
+def _client(routes: Routes, api_keys: list[str] | None = None) -> Iterator[TestClient]:
+    settings = IngressSettings(
+        api_keys=[KEY] if api_keys is None else api_keys, max_request_body_bytes=LIMIT
+    )
+    with TestClient(build_ingress_app(settings, routes)) as client:
+        yield client
+
+
+@pytest.fixture
+def client(model: Model_) -> Iterator[TestClient]:
+    handle = LocalHandle(model)
+    routes = Routes(
+        chat={"m": handle, "rag": handle},
+        completions={"m": handle},
+        embeddings={"m": handle},
+        rerank={"m": handle},
+        retrieve={"rag": handle},
+        model_cards=CARDS,
+    )
+    yield from _client(routes)
+
+
+def _post(client: TestClient, body: Any, path: str = "/v1/chat/completions", **kw):
+    return client.post(path, json=body, headers=AUTH, **kw)
+
+
+def _assert_error(response, status: int, param: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    err = response.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["code"] == status
+    assert err["param"] == param
+    return err
+
+
+# --- API keys ---------------------------------------------------------------
+
+ALL_ROUTES = [("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/nope")] + [
+    ("POST", path) for path in ENDPOINTS
+]
+BAD_AUTH = {
+    "missing": {},
+    "wrong key": {"Authorization": "Bearer nope"},
+    "key with a suffix": {"Authorization": f"Bearer {KEY}x"},
+    "empty bearer": {"Authorization": "Bearer "},
+    "basic scheme": {"Authorization": f"Basic {KEY}"},
+    "no scheme": {"Authorization": KEY},
+    "other header": {"X-API-Key": KEY},
+}
+
+
+@pytest.mark.parametrize("headers", BAD_AUTH.values(), ids=BAD_AUTH.keys())
+@pytest.mark.parametrize(("method", "path"), ALL_ROUTES, ids=[f"{m} {p}" for m, p in ALL_ROUTES])
+def test_every_route_but_health_needs_a_valid_key(
+    client: TestClient, model: Model_, method: str, path: str, headers: dict[str, str]
+) -> None:
+    response = client.request(method, path, headers=headers, json={"model": "m"})
+    err = _assert_error(response, 401)
+    assert err["type"] == "authentication_error"
+    assert model.calls == []  # the model never sees an unauthenticated request
+
+
+def test_health_needs_no_key(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("header", [f"Bearer {KEY}", f"bearer {KEY}", f"BEARER  {KEY} "])
+def test_a_valid_key_is_accepted(client: TestClient, header: str) -> None:
+    response = client.post(
+        "/v1/chat/completions", json={"model": "m"}, headers={"Authorization": header}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_any_of_several_keys_is_accepted(model: Model_) -> None:
+    routes = Routes(chat={"m": LocalHandle(model)})
+    for client in _client(routes, api_keys=["first", "second"]):
+        for key in ("first", "second"):
+            headers = {"Authorization": f"Bearer {key}"}
+            response = client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
+            assert response.status_code == 200
+        response = client.post(
+            "/v1/chat/completions", json={"model": "m"}, headers={"Authorization": "Bearer third"}
+        )
+        assert response.status_code == 401
+
+
+def test_no_keys_configured_means_no_auth(model: Model_) -> None:
+    for client in _client(Routes(chat={"m": LocalHandle(model)}), api_keys=[]):
+        response = client.post("/v1/chat/completions", json={"model": "m"})
+        assert response.status_code == 200
+        assert response.json()["echo"] == {"model": "m"}
+
+
+# --- body size limit --------------------------------------------------------
+
+
+def _body_of_size(size: int) -> bytes:
+    base = {"model": "m", "pad": ""}
+    raw = json.dumps(base).encode()
+    base["pad"] = "x" * (size - len(raw))
+    raw = json.dumps(base).encode()
+    assert len(raw) == size
+    return raw
+
+
+def test_a_body_at_the_limit_is_accepted(client: TestClient, model: Model_) -> None:
+    response = client.post(
+        "/v1/chat/completions",
+        content=_body_of_size(LIMIT),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert len(model.calls) == 1
+
+
+def test_a_body_over_the_limit_is_413_by_content_length(client: TestClient, model: Model_) -> None:
+    raw = _body_of_size(LIMIT + 1)
+    response = client.post(
+        "/v1/chat/completions",
+        content=raw,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.request.headers["content-length"] == str(LIMIT + 1)
+    err = _assert_error(response, 413)
+    assert err["message"] == f"request body exceeds {LIMIT} bytes"
+    assert err["type"] == "invalid_request_error"
+    assert model.calls == []
+
+
+def test_a_streamed_body_over_the_limit_is_413(client: TestClient, model: Model_) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "m", "pad": "'
+        for _ in range(10):
+            yield b"x" * 30
+        yield b'"}'
+
+    response = client.post("/v1/chat/completions", content=chunks(), headers=AUTH)
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    _assert_error(response, 413)
+    assert model.calls == []
+
+
+def test_a_streamed_body_is_refused_before_it_is_all_read(model: Model_) -> None:
+    """Over the limit, the ingress stops reading: it never buffers the whole body."""
+    app = build_ingress_app(
+        IngressSettings(api_keys=[KEY], max_request_body_bytes=LIMIT),
+        Routes(chat={"m": LocalHandle(model)}),
+    )
+    chunks = [b'{"model": "m", "pad": "'] + [b"x" * 40] * 50 + [b'"}']
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        read += 1
+        more = read < len(chunks)
+        return {"type": "http.request", "body": chunks[read - 1], "more_body": more}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", AUTH["Authorization"].encode())],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 413
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert json.loads(body)["error"]["code"] == 413
+    assert read < 5  # ~100 bytes in, not all 2 kB
+    assert model.calls == []
+
+
+# --- request parsing and routing ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "request body is not valid JSON"),
+        (b"", "request body is not valid JSON"),
+        (b"\xff\xfe", "request body is not valid JSON"),
+        (b'["model", "m"]', "request body must be a JSON object"),
+        (b'"m"', "request body must be a JSON object"),
+    ],
+    ids=["syntax", "empty", "not-utf8", "array", "string"],
+)
+def test_a_body_that_is_not_a_json_object_is_400(
+    client: TestClient, model: Model_, raw: bytes, message: str
+) -> None:
+    response = client.post("/v1/chat/completions", content=raw, headers=AUTH)
+    err = _assert_error(response, 400)
+    assert err["type"] == "invalid_request_error"
+    assert err["message"].startswith(message)
+    assert model.calls == []
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("value", [None, "", 3, ["m"]], ids=["absent", "empty", "int", "list"])
+def test_a_missing_model_is_400_naming_the_field(client: TestClient, path: str, value: Any) -> None:
+    field = ENDPOINTS[path]
+    body = {} if value is None else {field: value}
+    err = _assert_error(_post(client, body, path), 400, param=field)
+    assert err["message"] == f"you must provide a '{field}' parameter"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_an_unknown_model_is_404(client: TestClient, model: Model_, path: str) -> None:
+    field = ENDPOINTS[path]
+    err = _assert_error(_post(client, {field: "x"}, path), 404, param=field)
+    assert err["message"] == "Could not find model 'x'"
+    assert err["type"] == "not_found_error"
+    assert model.calls == []
+
+
+def test_ids_are_routed_per_endpoint(client: TestClient, model: Model_) -> None:
+    # "rag" is a chat model (a pipeline) but not a completions model.
+    assert _post(client, {"model": "rag"}).status_code == 200
+    assert _post(client, {"model": "rag"}, "/v1/completions").status_code == 404
+    assert _post(client, {"pipeline": "rag"}, "/v1/retrieve").status_code == 200
+    assert [method for method, _ in model.calls] == ["chat", "retrieve"]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_json_answer_is_returned_as_is(client: TestClient, model: Model_, path: str) -> None:
+    body = {ENDPOINTS[path]: "rag" if path == "/v1/retrieve" else "m", "n": 2, "text": "Grüße"}
+    response = _post(client, body, path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    method = path.removeprefix("/v1/").replace("chat/completions", "chat")
+    assert response.json() == {"object": "answer", "method": method, "echo": body}
+    assert model.calls == [(method, body)]
+
+
+@pytest.mark.parametrize("code", [400, 404, 413, 429, 503])
+def test_an_error_answer_sets_the_http_status(client: TestClient, code: int) -> None:
+    response = _post(client, {"model": "m", "do": f"error:{code}"})
+    assert response.status_code == code
+    assert response.json() == _error_answer(str(code))
+
+
+def test_an_error_answer_without_a_usable_code_is_500(client: TestClient) -> None:
+    response = _post(client, {"model": "m", "do": "error:junk"})
+    assert response.status_code == 500
+    assert response.json() == _error_answer("junk")
+
+
+# --- errors raised by the model before any output -----------------------------
+
+
+def test_an_api_error_from_the_model_keeps_its_status_and_param(client: TestClient) -> None:
+    response = _post(client, {"model": "m", "do": "raise:api400"})
+    err = _assert_error(response, 400, param="messages")
+    assert err == {
+        "message": "prompt is longer than the context",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": 400,
+    }
+
+
+def test_an_overloaded_model_is_503(client: TestClient) -> None:
+    response = _post(client, {"model": "m", "do": "raise:backpressure"})
+    err = _assert_error(response, 503)
+    assert err["message"] == "model 'm' is overloaded, retry later"
+
+
+def test_a_dead_replica_is_503(client: TestClient) -> None:
+    err = _assert_error(_post(client, {"model": "m", "do": "raise:actor_died"}), 503)
+    assert err["message"] == "model 'm' is unavailable"
+
+
+def test_an_unexpected_error_is_500_without_details(client: TestClient) -> None:
+    response = _post(client, {"model": "m", "do": "raise:runtime"})
+    err = _assert_error(response, 500)
+    assert err["message"] == "internal server error"
+    assert SECRET not in response.text
+    assert "Traceback" not in response.text
+
+
+def test_a_model_that_answers_nothing_is_500(client: TestClient) -> None:
+    err = _assert_error(_post(client, {"model": "m", "do": "empty"}), 500)
+    assert err["message"] == "empty response from model"
+
+
+# --- streaming ----------------------------------------------------------------
+
+
+def test_stream_events_are_relayed_byte_for_byte_in_order(client: TestClient) -> None:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "m", "do": "stream"},
+        headers=AUTH,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        raw = response.read()
+    assert raw == "".join(EVENTS).encode()
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert raw.count(b"[DONE]") == 1
+
+
+def test_stream_on_completions_too(client: TestClient) -> None:
+    response = _post(client, {"model": "m", "do": "stream"}, "/v1/completions")
+    assert response.status_code == 200
+    assert response.content == "".join(EVENTS).encode()
+
+
+def _sse_data(raw: bytes) -> list[str]:
+    events = raw.decode().split("\n\n")
+    assert events[-1] == ""
+    assert all(e.startswith("data: ") for e in events[:-1])
+    return [e.removeprefix("data: ") for e in events[:-1]]
+
+
+def test_an_error_mid_stream_is_an_error_event_then_done(client: TestClient) -> None:
+    events = EVENTS[:3]
+    response = _post(client, {"model": "m", "do": "stream:runtime"})
+    assert response.status_code == 200  # the headers were already sent
+    assert response.content.startswith("".join(events).encode())
+    data = _sse_data(response.content)
+    assert data[-1] == "[DONE]"
+    assert json.loads(data[-2]) == {
+        "error": {
+            "message": "internal server error",
+            "type": "internal_server_error",
+            "param": None,
+            "code": 500,
+        }
+    }
+    assert len(data) == len(events) + 2
+    assert SECRET not in response.text
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        ("api400", 400, "prompt is longer than the context"),
+        ("actor_died", 503, "model 'm' is unavailable"),
+    ],
+)
+def test_a_mid_stream_error_keeps_its_status_in_the_event(
+    client: TestClient, exc: str, code: int, message: str
+) -> None:
+    data = _sse_data(_post(client, {"model": "m", "do": f"stream:{exc}"}).content)
+    assert data[-1] == "[DONE]"
+    err = json.loads(data[-2])["error"]
+    assert (err["code"], err["message"]) == (code, message)
+
+
+# --- routes and model list ------------------------------------------------------
+
+
+@pytest.fixture
+def chat_only(model: Model_) -> Iterator[TestClient]:
+    yield from _client(Routes(chat={"m": LocalHandle(model)}, model_cards=CARDS[:1]))
+
+
+@pytest.mark.parametrize("path", [p for p in ENDPOINTS if p != "/v1/chat/completions"])
+def test_routes_without_targets_do_not_exist(
+    chat_only: TestClient, model: Model_, path: str
+) -> None:
+    response = _post(chat_only, {ENDPOINTS[path]: "m"}, path)
+    assert response.status_code == 404
+    assert model.calls == []
+    assert _post(chat_only, {"model": "m"}).status_code == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="README: 'Errors always look like {\"error\": {...}}', but Starlette's own "
+    "404/405 answers are {'detail': ...}",
+)
+def test_an_absent_route_answers_in_the_openai_error_shape(chat_only: TestClient) -> None:
+    _assert_error(_post(chat_only, {"model": "m"}, "/v1/embeddings"), 404)
+
+
+def test_chat_routes_take_post_only(client: TestClient) -> None:
+    assert client.get("/v1/chat/completions", headers=AUTH).status_code == 405
+
+
+def test_models_lists_the_model_cards(client: TestClient) -> None:
+    response = client.get("/v1/models", headers=AUTH)
+    assert response.status_code == 200
+    listing = response.json()
+    assert listing["object"] == "list"
+    assert [card["id"] for card in listing["data"]] == ["m", "rag"]
+    for card, item in zip(CARDS, listing["data"], strict=True):
+        assert item | card == item  # every card field is listed
+        model = Model.model_validate(item)  # the openai SDK's own type
+        assert (model.object, model.owned_by) == ("model", "llmserve")
+        assert model.created > 0
+
+
+def test_models_is_empty_without_cards() -> None:
+    for client in _client(Routes()):
+        assert client.get("/v1/models", headers=AUTH).json() == {"object": "list", "data": []}
+
+
+# --- /metrics ----------------------------------------------------------------------
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _engine_metrics(engine: str, running: float) -> bytes:
+    registry = CollectorRegistry()
+    gauge = Gauge(
+        "vllm:num_requests_running",
+        "Number of requests in model execution batches.",
+        ["model_name", "engine"],
+        registry=registry,
+    )
+    gauge.labels("m", engine).set(running)
+    return generate_latest(registry)
+
+
+def test_metrics_merges_every_deployment_and_counts_requests(model: Model_) -> None:
+    routes = Routes(
+        chat={"m": LocalHandle(model)},
+        metrics_sources=[
+            MetricsSource(_engine_metrics("0", 3)),
+            MetricsSource(fail=True),  # one dead replica must not break the scrape
+            MetricsSource(_engine_metrics("1", 5)),
+        ],
+    )
+    for client in _client(routes):
+        assert _post(client, {"model": "m"}).status_code == 200
+        response = client.get("/metrics", headers=AUTH)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = _families(response.text)
+    running = {s.labels["engine"]: s.value for s in families["vllm:num_requests_running"].samples}
+    assert running == {"0": 3.0, "1": 5.0}
+    requests = [
+        s
+        for s in families["llmserve_requests"].samples
+        if s.name == "llmserve_requests_total"
+        and s.labels == {"model": "m", "endpoint": "chat", "status": "200"}
+    ]
+    assert requests and requests[0].value >= 1
+
+
+def test_merge_exposition_joins_families_without_duplicate_headers() -> None:
+    def exposition(replica: str, requests: int, with_histogram: bool) -> bytes:
+        registry = CollectorRegistry()
+        counter = Counter("llmserve_rag_queries", "RAG queries.", ["replica"], registry=registry)
+        counter.labels(replica).inc(requests)
+        gauge = Gauge("vllm:kv_cache_usage_perc", "KV cache usage.", registry=registry)
+        gauge.set(0.25)  # the same series in both: must appear once
+        if with_histogram:
+            hist = Histogram("llmserve_stage_seconds", "Stage time.", ["stage"], registry=registry)
+            hist.labels("retrieve").observe(0.02)
+        return generate_latest(registry)
+
+    merged = metrics.merge_exposition(
+        [exposition("a", 2, with_histogram=True), exposition("b", 7, with_histogram=False)]
+    ).decode()
+
+    # (prometheus_client names a counter's HELP/TYPE after its _total samples)
+    for name in (
+        "llmserve_rag_queries_total",
+        "vllm:kv_cache_usage_perc",
+        "llmserve_stage_seconds",
+    ):
+        assert merged.count(f"# HELP {name} ") == 1, merged
+        assert merged.count(f"# TYPE {name} ") == 1, merged
+    families = _families(merged)
+    totals = {
+        s.labels["replica"]: s.value
+        for s in families["llmserve_rag_queries"].samples
+        if s.name == "llmserve_rag_queries_total"
+    }
+    assert totals == {"a": 2.0, "b": 7.0}
+    assert families["llmserve_rag_queries"].type == "counter"
+    assert [s.value for s in families["vllm:kv_cache_usage_perc"].samples] == [0.25]
+    hist = families["llmserve_stage_seconds"]
+    assert hist.type == "histogram"
+    count = [s for s in hist.samples if s.name == "llmserve_stage_seconds_count"]
+    assert [(s.labels, s.value) for s in count] == [({"stage": "retrieve"}, 1.0)]
+    # every sample line is unique: a scrape with duplicate series is rejected whole
+    lines = [line for line in merged.splitlines() if line and not line.startswith("#")]
+    assert len(lines) == len(set(lines))
+
+
+def test_merge_exposition_of_nothing_is_empty() -> None:
+    assert metrics.merge_exposition([]) == b""

@@ -1,0 +1,183 @@
+"""The OpenAI error shape every llmserve error uses, and how request errors map onto it."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from pydantic import ValidationError
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
+
+from llmserve.openai.errors import APIError, error_body, status_of, validation_error_body
+
+pytestmark = pytest.mark.unit
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "internal_server_error",
+    503: "service_unavailable_error",
+}
+
+
+@pytest.mark.parametrize(("status", "type_"), sorted(OPENAI_TYPES.items()))
+def test_error_body_shape_and_type_per_status(status: int, type_: str) -> None:
+    body = error_body(status, "something went wrong", param="temperature")
+    assert body == {
+        "error": {
+            "message": "something went wrong",
+            "type": type_,
+            "param": "temperature",
+            "code": status,
+        }
+    }
+    assert APIError(status, "something went wrong", param="temperature").body() == body
+
+
+def test_param_defaults_to_null() -> None:
+    assert error_body(404, "Could not find model 'x'")["error"]["param"] is None
+    assert APIError(500, "internal server error").body()["error"]["param"] is None
+
+
+def test_other_statuses_fall_back_to_the_http_phrase() -> None:
+    assert error_body(502, "upstream")["error"]["type"] == "Bad Gateway"
+    assert APIError(504, "slow").body()["error"]["type"] == "Gateway Timeout"
+
+
+def test_an_explicit_type_wins() -> None:
+    err = APIError(400, "bad", type="BadRequestError")
+    assert err.body()["error"]["type"] == "BadRequestError"
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        APIError(400, "top_k must be at most 50", param="rag.top_k"),
+        APIError(503, "model 'm' is overloaded, retry later"),
+        APIError(404, "Could not find model 'x'", param="model", type="NotFoundError"),
+    ],
+    ids=["400-param", "503", "404-custom-type"],
+)
+def test_api_error_survives_pickling(err: APIError) -> None:
+    # Errors raised in a deployment cross a Ray handle before the ingress renders them.
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, APIError)
+    assert (back.status, back.message, back.param, back.type) == (
+        err.status,
+        err.message,
+        err.param,
+        err.type,
+    )
+    assert back.body() == err.body()
+    assert str(back) == str(err)
+
+
+def test_api_error_survives_ray_cloudpickle() -> None:
+    from ray import cloudpickle
+
+    err = APIError(400, "query must not be empty", param="query")
+    back = cloudpickle.loads(cloudpickle.dumps(err))
+    assert back.body() == err.body()
+
+
+def test_status_of_reads_vllm_error_responses() -> None:
+    for code in (400, 404, 500, 503):
+        body = ErrorResponse(
+            error=ErrorInfo(message="m", type="BadRequestError", param=None, code=code)
+        ).model_dump()
+        assert status_of(body) == code
+
+
+def test_status_of_reads_our_own_bodies() -> None:
+    assert status_of(error_body(413, "too big")) == 413
+    assert status_of(APIError(429, "slow down").body()) == 429
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"error": {}},
+        {"error": {"code": None}},
+        {"error": {"code": "400"}},
+        {"error": {"code": 200}},
+        {"error": {"code": 399}},
+        {"error": {"code": 600}},
+        {"error": {"code": 4.0e2}},
+        {"error": {"message": "no code"}},
+    ],
+)
+def test_status_of_junk_is_500(body: dict) -> None:
+    assert status_of(body) == 500
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AttributeError,
+    reason="status_of assumes body['error'] is a dict: a non-dict 'error' raises AttributeError",
+)
+@pytest.mark.parametrize("body", [{"error": "boom"}, {"error": None}, {"error": ["x"]}])
+def test_status_of_junk_error_value_is_500(body: dict) -> None:
+    assert status_of(body) == 500
+
+
+def _validation_error(body: dict) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate(body)
+    return info.value
+
+
+def test_messages_not_a_list_is_a_400_naming_messages() -> None:
+    body = validation_error_body(_validation_error({"model": "m", "messages": "nope"}))
+    err = body["error"]
+    assert (err["code"], err["type"], err["param"]) == (400, "invalid_request_error", "messages")
+    assert err["message"].startswith("messages: ")
+    assert "list" in err["message"]
+
+
+def test_a_mistyped_sampling_field_is_a_400_naming_it() -> None:
+    exc = _validation_error({"model": "m", "messages": MESSAGES, "temperature": "hot"})
+    err = validation_error_body(exc)["error"]
+    assert (err["code"], err["param"]) == (400, "temperature")
+    assert err["message"].startswith("temperature: ")
+    assert "hot" not in err["message"]  # the offending input is not echoed
+
+
+def test_a_missing_required_field_is_a_400_naming_it() -> None:
+    err = validation_error_body(_validation_error({"model": "m"}))["error"]
+    assert (err["code"], err["param"]) == (400, "messages")
+
+
+def test_several_errors_are_all_listed_and_param_is_the_first() -> None:
+    exc = _validation_error(
+        {"model": "m", "messages": MESSAGES, "temperature": "hot", "max_tokens": "many"}
+    )
+    err = validation_error_body(exc)["error"]
+    fields = [part.split(":")[0] for part in err["message"].split("; ")]
+    assert sorted(fields) == ["max_tokens", "temperature"]
+    assert err["param"] == fields[0]
+
+
+def test_a_nested_error_names_a_readable_path() -> None:
+    exc = _validation_error({"model": "m", "messages": [{"role": "user", "content": 5}]})
+    err = validation_error_body(exc)["error"]
+    assert err["code"] == 400
+    assert err["param"].startswith("messages")
+    # no pydantic-internal loc markers such as "function-wrap[...]" or "union"
+    assert "[" not in err["param"].replace("[0]", "")
+    assert "function" not in err["message"]
+
+
+def test_at_most_ten_errors_are_reported() -> None:
+    exc = _validation_error(
+        {"model": "m", "messages": [{"role": "user", "content": i} for i in range(50)]}
+    )
+    assert len(exc.errors()) > 10
+    message = validation_error_body(exc)["error"]["message"]
+    assert len(message.split("; ")) == 10
