@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from vllm.exceptions import VLLMValidationError
 
 from llmserve.engine.pooling import vllm_error
 from llmserve.engine.serving import start_engine
@@ -57,6 +58,9 @@ class LLMServer:
             request = request_cls.model_validate(body)
         except ValidationError as exc:
             yield validation_error_body(exc)
+            return
+        except VLLMValidationError as exc:  # raised by vLLM's "before" validators
+            yield vllm_error(exc)
             return
         try:
             result = await create(request, None)

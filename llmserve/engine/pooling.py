@@ -22,10 +22,14 @@ def _adapter(request_type: Any) -> TypeAdapter:
 
 
 async def run_pooling(serving, request_type: Any, body: dict[str, Any]) -> dict[str, Any]:
+    from vllm.exceptions import VLLMValidationError
+
     try:
         request = _adapter(request_type).validate_python(body)
     except ValidationError as exc:
         return validation_error_body(exc)
+    except VLLMValidationError as exc:  # raised by vLLM's "before" validators
+        return vllm_error(exc)
     try:
         response = await serving(request, None)
     except Exception as exc:

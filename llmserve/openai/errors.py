@@ -59,7 +59,8 @@ def error_body(
 
 def status_of(body: dict[str, Any]) -> int:
     """HTTP status of an error body (vLLM's and ours both carry it in ``code``)."""
-    code = body.get("error", {}).get("code")
+    error = body.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
     return code if isinstance(code, int) and 400 <= code < 600 else 500
 
 

@@ -15,7 +15,6 @@ import pytest
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
-from vllm.exceptions import VLLMValidationError
 
 from llmserve.deployments.llm_server import LLMServer
 from llmserve.engine.pooling import run_pooling
@@ -68,12 +67,6 @@ VLLM_VALIDATOR_CASES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=VLLMValidationError,
-    reason="llm_server.LLMServer._serve catches only pydantic.ValidationError; vLLM's "
-    "VLLMValidationError escapes and the ingress answers 500 instead of 400",
-)
 @pytest.mark.parametrize(
     ("request_cls", "body", "param"),
     VLLM_VALIDATOR_CASES.values(),
@@ -87,12 +80,6 @@ def test_a_vllm_validator_error_is_a_400_naming_the_parameter(
     assert answer["error"]["param"] == param
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=VLLMValidationError,
-    reason="engine.pooling.run_pooling catches only pydantic.ValidationError; vLLM's "
-    "VLLMValidationError escapes and /v1/embeddings answers 500 instead of 400",
-)
 def test_a_vllm_validator_error_on_embeddings_is_a_400() -> None:
     body = {"model": "m", "input": "hi", "normalize": True}  # removed in vLLM; use_activation
     answer = asyncio.run(run_pooling(_engine_must_not_run, EmbeddingRequest, body))
