@@ -70,8 +70,7 @@ class Ingress:
         if fused is not None:
             from llmserve.deployments.llm_server import LLMServer
 
-            self._local = LLMServer.__new__(LLMServer)
-            await self._local.__init__(fused, home)
+            self._local = await LLMServer.create(fused, home)
             handle = LocalHandle(self._local)
             routes.chat[fused.id] = handle
             routes.completions[fused.id] = handle

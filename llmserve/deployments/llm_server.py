@@ -32,12 +32,22 @@ class LLMServer:
     """Serves one model. Its Serve health check is the engine's health check."""
 
     async def __init__(self, model, home: str | None = None):
+        # Serve awaits an async constructor; start the engine before serving.
+        await self._start(model, home)
+
+    @classmethod
+    async def create(cls, model, home: str | None = None) -> LLMServer:
+        """An LLM server in this process (the ingress uses it for its fused model)."""
+        server = cls.__new__(cls)
+        await server._start(model, home)
+        return server
+
+    async def _start(self, model, home: str | None) -> None:
         self.model_id = model.id
         bundle = await start_engine(model, Path(home) if home else None)
         self._engine = bundle.engine
         self._chat = bundle.state.openai_serving_chat
         self._completion = bundle.state.openai_serving_completion
-        self.max_model_len = self._engine.model_config.max_model_len
 
     async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -74,9 +84,6 @@ class LLMServer:
                 yield event
         else:
             yield result.model_dump()
-
-    async def model_card(self) -> dict[str, Any]:
-        return {"id": self.model_id, "max_model_len": self.max_model_len}
 
     async def metrics_text(self) -> bytes:
         """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine gauges."""
