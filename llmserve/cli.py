@@ -121,9 +121,7 @@ def cmd_run(args) -> int:
         config.ingress = config.ingress.model_copy(update=overrides)
     runtime.prepare_models(config)
     _before_serving(config)
-    runtime.connect(
-        args.address or config.ray.address, config.ray.num_cpus, config.ray.direct_ingress
-    )
+    runtime.connect(args.address or config.ray.address, **runtime.local_ray_options(config))
     stop = threading.Event()
     # Set both explicitly: a shell starts background jobs with SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):

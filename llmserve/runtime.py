@@ -35,15 +35,20 @@ def prepare_models(config: AppConfig) -> None:
 
 
 def connect(
-    address: str | None, num_cpus: float | None = None, direct_ingress: bool = False
+    address: str | None,
+    num_cpus: float | None = None,
+    direct_ingress: bool = False,
+    separate_user_code_thread: bool = True,
 ) -> None:
     """Connect to a Ray cluster, or start an embedded local one if ``address`` is None.
 
     ``direct_ingress`` (local Ray only) turns on Serve's HAProxy + direct
     ingress mode: HAProxy forwards HTTP straight to the ingress replicas,
     which removes the Python proxy, and one process hop per token chunk.
-    Serve reads these flags when it starts, so a remote cluster must be
-    started with them in its environment instead.
+    ``separate_user_code_thread=False`` runs deployment code on each
+    replica's event loop (all llmserve deployment methods are async), which
+    saves a cross-thread hop per chunk. Serve reads these flags when it
+    starts, so a remote cluster must be started with them in its environment.
     """
     import ray
 
@@ -58,6 +63,9 @@ def connect(
             # (8404, 9101); free ones let several local apps run side by side.
             os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
             os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+        os.environ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = (
+            "1" if separate_user_code_thread else "0"
+        )
     else:
         kwargs["address"] = address
     ray.init(**kwargs)
@@ -73,6 +81,16 @@ def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
     serve.start(http_options={"host": config.ingress.host, "port": config.ingress.port})
     serve.run(app, name=APP_NAME, route_prefix=config.ingress.route_prefix, blocking=False)
     wait_healthy(timeout_s)
+
+
+def local_ray_options(config: AppConfig) -> dict[str, Any]:
+    """``connect`` keyword arguments for an embedded local Ray, from the config."""
+    ray_cfg = config.ray
+    return {
+        "num_cpus": ray_cfg.num_cpus,
+        "direct_ingress": ray_cfg.direct_ingress,
+        "separate_user_code_thread": ray_cfg.separate_user_code_thread,
+    }
 
 
 def _free_port() -> int:

@@ -219,7 +219,7 @@ def serve_and_measure(config, queries: list[str], args: argparse.Namespace) -> d
     from llmserve import runtime
 
     runtime.prepare_models(config)
-    runtime.connect(None, num_cpus=2, direct_ingress=config.ray.direct_ingress)
+    runtime.connect(None, **{**runtime.local_ray_options(config), "num_cpus": 2})
     try:
         started = time.perf_counter()
         runtime.deploy(config, timeout_s=900)

@@ -24,7 +24,7 @@ def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
     from llmserve import runtime
 
     runtime.prepare_models(config)
-    runtime.connect(None, num_cpus=num_cpus, direct_ingress=config.ray.direct_ingress)
+    runtime.connect(None, **{**runtime.local_ray_options(config), "num_cpus": num_cpus})
     try:
         runtime.deploy(config, timeout_s=600)
         yield f"http://{config.ingress.host}:{config.ingress.port}"
