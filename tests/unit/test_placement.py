@@ -5,8 +5,6 @@ No Ray here: these are the plain functions that decide where engine workers go.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from llmserve.config import ModelConfig, load_config
@@ -18,10 +16,9 @@ from llmserve.placement import (
     cpu_threads_bind,
     default_worker_resources,
 )
+from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.unit
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 # -- compute_placement ----------------------------------------------------------

@@ -18,10 +18,10 @@ from llmserve.engine.args import (
     prepare_process_env,
     resolve_device,
 )
+from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.unit
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 FAKE_SOURCE = "/nonexistent/models/fake-llm"
 
 
