@@ -20,12 +20,8 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-from vllm.exceptions import VLLMValidationError
-
-from llmserve.engine.pooling import vllm_error
+from llmserve.engine.requests import parse_request, vllm_error
 from llmserve.engine.serving import start_engine
-from llmserve.openai.errors import validation_error_body
 
 
 class LLMServer:
@@ -64,13 +60,9 @@ class LLMServer:
             yield item
 
     async def _serve(self, request_cls, body, create) -> AsyncGenerator[dict | str, None]:
-        try:
-            request = request_cls.model_validate(body)
-        except ValidationError as exc:
-            yield validation_error_body(exc)
-            return
-        except VLLMValidationError as exc:  # raised by vLLM's "before" validators
-            yield vllm_error(exc)
+        request, error = parse_request(request_cls, body)
+        if error is not None:
+            yield error
             return
         try:
             result = await create(request, None)

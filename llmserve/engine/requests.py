@@ -1,0 +1,44 @@
+"""Validating request bodies against vLLM's request models, and vLLM's error answers.
+
+Both the generative and the pooling paths parse a JSON body into one of
+vLLM's request types; a bad body becomes the 400 vLLM's own server sends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from llmserve.openai.errors import error_body, validation_error_body
+
+
+@functools.cache
+def _adapter(request_type: Any) -> TypeAdapter:
+    # Some of vLLM's request types are unions (EmbeddingRequest), not models.
+    return TypeAdapter(request_type)
+
+
+def parse_request(request_type: Any, body: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """``(request, None)``, or ``(None, error body)`` when the body is invalid."""
+    from vllm.exceptions import VLLMValidationError
+
+    try:
+        return _adapter(request_type).validate_python(body), None
+    except ValidationError as exc:
+        return None, validation_error_body(exc)
+    except VLLMValidationError as exc:  # raised by vLLM's "before" validators
+        return None, vllm_error(exc)
+
+
+def vllm_error(exc: Exception) -> dict[str, Any]:
+    """An exception from vLLM's serving layer as vLLM's own server would report it."""
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+    try:
+        return create_error_response(exc).model_dump()
+    except Exception:  # never leak a traceback to the client
+        logging.getLogger("llmserve").exception("unexpected error while serving a request")
+        return error_body(500, "internal server error")
