@@ -189,16 +189,15 @@ def cmd_build(args) -> int:
 
 
 def cmd_models_prepare(args) -> int:
+    from llmserve import runtime
     from llmserve.models import BUILTINS, prepare_builtin
-    from llmserve.models.builtin import builtin_name
 
     home = None
     names = list(args.names)
     if args.config:
         config = _load(args.config)
         home = config.home_dir()
-        sources = [c.source for c in [*config.models, *config.embedders, *config.rerankers]]
-        names += [builtin_name(s) for s in sources if s.startswith("builtin:")]
+        names += runtime.builtin_models(config)
     for name in sorted(set(names or BUILTINS)):
         if name not in BUILTINS:
             raise ValueError(f"unknown built-in model '{name}'; known: {', '.join(BUILTINS)}")

@@ -23,15 +23,16 @@ class DeployError(RuntimeError):
     pass
 
 
+def builtin_models(config: AppConfig) -> list[str]:
+    """Names of the built-in models a config uses."""
+    engines = [*config.models, *config.embedders, *config.rerankers]
+    return sorted({builtin_name(c.source) for c in engines if is_builtin(c.source)})
+
+
 def prepare_models(config: AppConfig) -> None:
     """Prepare built-in models once, in the driver, before any replica starts."""
-    sources = {
-        c.source
-        for c in [*config.models, *config.embedders, *config.rerankers]
-        if is_builtin(c.source)
-    }
-    for source in sorted(sources):
-        prepare_builtin(builtin_name(source), config.home_dir())
+    for name in builtin_models(config):
+        prepare_builtin(name, config.home_dir())
 
 
 def connect(
