@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from llmserve.deployments import metrics
 from llmserve.engine.requests import parse_request, vllm_error
 from llmserve.engine.serving import start_engine
 
@@ -79,9 +80,7 @@ class LLMServer:
 
     async def metrics_text(self) -> bytes:
         """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine gauges."""
-        from prometheus_client import REGISTRY, generate_latest
-
-        return generate_latest(REGISTRY)
+        return metrics.local_exposition()
 
     async def check_health(self) -> None:
         # Raising here makes Serve replace the replica.

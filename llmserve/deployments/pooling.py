@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmserve.deployments import metrics
 from llmserve.engine.serving import start_engine
 
 
@@ -16,9 +17,7 @@ class PoolingServer:
         self._state = bundle.state
 
     async def metrics_text(self) -> bytes:
-        from prometheus_client import REGISTRY, generate_latest
-
-        return generate_latest(REGISTRY)
+        return metrics.local_exposition()
 
     async def check_health(self) -> None:
         await self._engine.check_health()

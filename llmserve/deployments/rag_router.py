@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
+from llmserve.deployments import metrics
 from llmserve.openai.errors import APIError, validation_error_body
 from llmserve.openai.protocol import RagOverrides, RetrieveRequest, Source
 from llmserve.rag import Hit, build_messages
@@ -108,9 +109,7 @@ class RAGRouter:
         return self._generator
 
     async def metrics_text(self) -> bytes:
-        from prometheus_client import REGISTRY, generate_latest
-
-        return generate_latest(REGISTRY)
+        return metrics.local_exposition()
 
     # --- stages ---
 
