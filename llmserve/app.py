@@ -3,6 +3,10 @@
 Every model, and every RAG stage, is its own deployment with its own
 replica settings. The ingress gets ``{id: handle}`` maps built here, so a
 redeploy of a changed config rebuilds its routing from that config.
+
+The call graph is a DAG: the ingress calls deployments, and no deployment
+ever calls back up. A fused model runs inside the ingress, so the pipelines
+that generate with it run their router there too (see ``LocalPipeline``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from llmserve.config import AppConfig
 from llmserve.deployments.ingress import Ingress, IngressSettings, Routes
 from llmserve.deployments.llm_server import LLMServer
 from llmserve.deployments.options import deployment_name, engine_deployment_options
+from llmserve.rag_app import add_rag_deployments
 
 APP_NAME = "llmserve"
 INGRESS_NAME = "ingress"
@@ -24,37 +29,54 @@ INGRESS_NAME = "ingress"
 
 def build_app(config: AppConfig) -> Application:
     home = str(config.home_dir())
+    retry_after = config.ingress.retry_after_s
     routes = Routes()
     fused_id = config.ingress.fused_model
     for model in config.models:
         routes.model_cards.append({"id": model.id, "root": model.source, "kind": "model"})
+        if model.request_timeout_s is not None:
+            routes.timeouts[model.id] = model.request_timeout_s
         if model.id == fused_id:
-            # Served inside the ingress replicas; the RAG router reaches it by name.
-            routes.chat[model.id] = routes.completions[model.id] = INGRESS_NAME
+            # Served inside the ingress replicas, which bound it themselves.
+            routes.limits[model.id] = _limits(model.deployment)
             continue
+        name = deployment_name("llm", model.id)
         deployment = serve.deployment(LLMServer).options(
-            name=deployment_name("llm", model.id), **engine_deployment_options(model)
+            name=name, **engine_deployment_options(model, retry_after)
         )
         handle = deployment.bind(model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle
         routes.metrics_sources.append(handle)
-
-    from llmserve.rag_app import add_rag_deployments
+        routes.deployments.append(name)
 
     add_rag_deployments(config, routes, home)
 
     settings = IngressSettings(
-        api_keys=config.ingress.resolve_api_keys(),
+        api_keys=list(config.ingress.api_keys),
         max_request_body_bytes=config.ingress.max_request_body_bytes,
+        request_timeout_s=config.ingress.request_timeout_s,
+        retry_after_s=retry_after,
     )
+    ingress_limits = config.ingress.deployment
     if fused_id is None:
-        options, fused = config.ingress.deployment.to_serve_options(), None
+        options, fused = ingress_limits.to_serve_options(retry_after), None
     else:
         fused = config.get_model(fused_id)
-        options = engine_deployment_options(fused)
+        options = engine_deployment_options(fused, retry_after)
+        # The fused model's own limits are its admission gate in the ingress;
+        # the replica's Serve limits are the ingress's, so that /health and
+        # other models always find a free slot.
+        options.update(
+            max_ongoing_requests=ingress_limits.max_ongoing_requests,
+            max_queued_requests=ingress_limits.max_queued_requests,
+        )
     ingress = serve.deployment(serve.ingress()(Ingress)).options(name=INGRESS_NAME, **options)
     return ingress.bind(settings, routes, fused, home)
+
+
+def _limits(deployment) -> tuple[int, int]:
+    return deployment.max_ongoing_requests, deployment.max_queued_requests
 
 
 def app_builder(args: dict[str, Any]) -> Application:

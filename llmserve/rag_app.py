@@ -1,7 +1,9 @@
 """RAG deployments: embedders, rerankers, retrievers and pipeline routers.
 
 Each stage is its own Serve deployment with its own replica settings; the
-router composes them through handles.
+router composes them through handles. A pipeline whose generator is the
+ingress's fused model gets no router deployment: its router runs inside the
+ingress (``LocalPipeline``), so generation never re-enters the ingress.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from ray import serve
 
 from llmserve.config import AppConfig
 from llmserve.deployments.embedder import Embedder
-from llmserve.deployments.ingress import Routes
+from llmserve.deployments.ingress import LocalPipeline, Routes
 from llmserve.deployments.options import deployment_name, engine_deployment_options
 from llmserve.deployments.rag_router import RAGRouter
 from llmserve.deployments.reranker import Reranker
@@ -23,10 +25,11 @@ def index_hint(pipeline_id: str) -> str:
 
 
 def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
+    retry_after = config.ingress.retry_after_s
     embedders = _bind_engines(
-        config.embedders, Embedder, "embedder", routes.embeddings, routes, home
+        config, config.embedders, Embedder, "embedder", routes.embeddings, routes
     )
-    rerankers = _bind_engines(config.rerankers, Reranker, "reranker", routes.rerank, routes, home)
+    rerankers = _bind_engines(config, config.rerankers, Reranker, "reranker", routes.rerank, routes)
 
     pipelines_of = {}
     for p in config.pipelines:
@@ -34,34 +37,51 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
 
     retrievers = {}
     for cfg in config.retrievers:
+        name = deployment_name("retriever", cfg.id)
         dep = serve.deployment(Retriever).options(
-            name=deployment_name("retriever", cfg.id), **cfg.deployment.to_serve_options()
+            name=name, **cfg.deployment.to_serve_options(retry_after)
         )
         hint = index_hint(pipelines_of.get(cfg.id, "NAME"))
         retrievers[cfg.id] = dep.bind(cfg, embedders[cfg.embedder], hint)
+        routes.deployments.append(name)
 
     for p in config.pipelines:
-        generator = routes.chat[p.generator]
         tokenizer = resolve_source(config.get_model(p.generator).source, home, prepare=False)
-        dep = serve.deployment(RAGRouter).options(
-            name=deployment_name("rag", p.id), **p.deployment.to_serve_options()
-        )
         reranker = rerankers[p.reranker] if p.reranker else None
-        router = dep.bind(p, tokenizer, retrievers[p.retriever], reranker, generator)
+        routes.model_cards.append({"id": p.id, "root": p.generator, "kind": "rag-pipeline"})
+        if p.request_timeout_s is not None:
+            routes.timeouts[p.id] = p.request_timeout_s
+        if p.generator == config.ingress.fused_model:
+            routes.local_pipelines.append(
+                LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
+            )
+            routes.limits[p.id] = (
+                p.deployment.max_ongoing_requests,
+                p.deployment.max_queued_requests,
+            )
+            continue
+        name = deployment_name("rag", p.id)
+        dep = serve.deployment(RAGRouter).options(
+            name=name, **p.deployment.to_serve_options(retry_after)
+        )
+        router = dep.bind(p, tokenizer, retrievers[p.retriever], reranker, routes.chat[p.generator])
         routes.chat[p.id] = router
         routes.retrieve[p.id] = router
-        routes.model_cards.append({"id": p.id, "root": p.generator, "kind": "rag-pipeline"})
         routes.metrics_sources.append(router)
+        routes.deployments.append(name)
 
 
-def _bind_engines(configs, cls, kind: str, route: dict, routes: Routes, home: str) -> dict:
+def _bind_engines(config: AppConfig, configs, cls, kind: str, route: dict, routes: Routes) -> dict:
     """One deployment per vLLM pooling engine, listed in /v1/models and /metrics."""
+    home, retry_after = str(config.home_dir()), config.ingress.retry_after_s
     bound = {}
     for cfg in configs:
+        name = deployment_name(kind, cfg.id)
         dep = serve.deployment(cls).options(
-            name=deployment_name(kind, cfg.id), **engine_deployment_options(cfg)
+            name=name, **engine_deployment_options(cfg, retry_after)
         )
         bound[cfg.id] = route[cfg.id] = dep.bind(cfg, home)
         routes.model_cards.append({"id": cfg.id, "root": cfg.source, "kind": kind})
         routes.metrics_sources.append(bound[cfg.id])
+        routes.deployments.append(name)
     return bound

@@ -56,7 +56,14 @@ class AutoscalingConfig(BaseModel):
 
 
 class DeploymentConfig(BaseModel):
-    """How Ray Serve runs the replicas of one component."""
+    """How Ray Serve runs the replicas of one component.
+
+    Every queue is bounded. A replica runs at most ``max_ongoing_requests``
+    requests; up to ``max_queued_requests`` more wait for a slot; anything
+    beyond that is refused at once with HTTP 429 and ``Retry-After``. These
+    defaults fit an LLM engine, which batches many sequences at a time; the
+    other components use their own defaults (see their ``deployment`` fields).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -69,10 +76,20 @@ class DeploymentConfig(BaseModel):
         None, description="Scale replicas with load instead of a fixed num_replicas."
     )
     max_ongoing_requests: int = Field(
-        64, gt=0, description="Requests a single replica handles concurrently."
+        64,
+        gt=0,
+        description=(
+            "Requests one replica runs at once. For an LLM engine this is the batch it may "
+            "fill: at least the engine's max_num_seqs, or the batch never fills."
+        ),
     )
     max_queued_requests: int = Field(
-        -1, ge=-1, description="Requests queued per caller before rejecting; -1 is unlimited."
+        64,
+        ge=0,
+        description=(
+            "Requests that may wait for a free slot, per caller; more are refused with 429. "
+            "Bounded: a long queue only turns overload into timeouts."
+        ),
     )
     health_check_period_s: float = Field(
         10, gt=0, description="Seconds between replica health checks."
@@ -96,8 +113,12 @@ class DeploymentConfig(BaseModel):
             )
         return self
 
-    def to_serve_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``serve.deployment(...)`` or ``Deployment.options(...)``."""
+    def to_serve_options(self, retry_after_s: float = 1) -> dict[str, Any]:
+        """Keyword arguments for ``serve.deployment(...)`` or ``Deployment.options(...)``.
+
+        Requests Serve itself refuses over HTTP (queue full) get 429 with
+        ``Retry-After``; handle callers get ``BackPressureError`` at once.
+        """
         options: dict[str, Any] = {}
         if self.autoscaling_config is not None:
             options["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
@@ -109,6 +130,66 @@ class DeploymentConfig(BaseModel):
             health_check_period_s=self.health_check_period_s,
             health_check_timeout_s=self.health_check_timeout_s,
             graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
+            backpressure_config={"status_code": 429, "retry_after_s": retry_after_s},
             ray_actor_options={"num_cpus": self.num_cpus},
         )
         return options
+
+
+class PoolingDeploymentConfig(DeploymentConfig):
+    """Ray Serve settings of an embedding or reranking engine.
+
+    A pooling request is one short forward pass and concurrent ones are
+    batched, so fewer run at once than on a generative engine.
+    """
+
+    max_ongoing_requests: int = Field(
+        32, gt=0, description="Requests one replica runs at once (batched into engine calls)."
+    )
+    max_queued_requests: int = Field(
+        64, ge=0, description="Requests that may wait for a free slot; more get 429."
+    )
+
+
+class RetrieverDeploymentConfig(DeploymentConfig):
+    """Ray Serve settings of a retriever: CPU work (LanceDB search) per request."""
+
+    max_ongoing_requests: int = Field(
+        16,
+        gt=0,
+        description="Searches one replica runs at once; they share the replica's CPU.",
+    )
+    max_queued_requests: int = Field(
+        32, ge=0, description="Searches that may wait for a free slot; more get 429."
+    )
+
+
+class PipelineDeploymentConfig(DeploymentConfig):
+    """Ray Serve settings of a RAG pipeline router.
+
+    A pipeline request holds its slot while the generator streams the answer,
+    so its limits should match the generator's. When the generator is the
+    ingress's fused model, the router runs inside the ingress and these
+    limits are enforced there.
+    """
+
+
+class IngressDeploymentConfig(DeploymentConfig):
+    """Ray Serve settings of the HTTP ingress.
+
+    The ingress only relays, so its slots are many: every request, streams
+    included, holds one, and ``/health`` must find one free at any load. The
+    models behind it enforce their own, smaller limits.
+    """
+
+    max_ongoing_requests: int = Field(
+        1024,
+        gt=0,
+        description=(
+            "HTTP requests one ingress replica holds at once, all models and /health "
+            "together; keep it above the sum of the limits of what it serves."
+        ),
+    )
+    max_queued_requests: int = Field(
+        256, ge=0, description="HTTP requests that may wait for an ingress slot; more get 429."
+    )

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from llmserve.config.common import EnvVarName
-from llmserve.config.deployment import DeploymentConfig
+from llmserve.config.deployment import IngressDeploymentConfig
 
 
 class ApiKeyFromEnv(BaseModel):
@@ -55,9 +55,24 @@ class IngressConfig(BaseModel):
     max_request_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body accepted, in bytes."
     )
-    deployment: DeploymentConfig = Field(
-        default_factory=DeploymentConfig,
-        description="Ray Serve settings of the ingress (unused when fused_model is set).",
+    request_timeout_s: float = Field(
+        300,
+        gt=0,
+        description=(
+            "Longest a request may take end to end (queueing included); then a plain request "
+            "gets 504, a stream an error event, and the engine request is aborted. Models "
+            "and pipelines may set their own."
+        ),
+    )
+    retry_after_s: int = Field(
+        1, ge=0, description="Seconds sent in Retry-After with 429 (overload) and 503 answers."
+    )
+    deployment: IngressDeploymentConfig = Field(
+        default_factory=IngressDeploymentConfig,
+        description=(
+            "Ray Serve settings of the ingress. With fused_model, replicas, placement and "
+            "health checks come from that model; max_ongoing/max_queued_requests from here."
+        ),
     )
     fused_model: str | None = Field(
         None,
@@ -76,14 +91,19 @@ class IngressConfig(BaseModel):
 
     def resolve_api_keys(self) -> list[str]:
         """The accepted keys, with ``{env: NAME}`` entries read from the environment."""
-        keys = []
-        for key in self.api_keys:
-            if isinstance(key, str):
-                keys.append(key)
-                continue
-            value = os.environ.get(key.env)
-            # An empty key would accept "Bearer " and so silently disable auth.
-            if not value:
-                raise ValueError(f"API key environment variable {key.env} is not set or empty")
-            keys.append(value)
-        return keys
+        return resolve_api_keys(self.api_keys)
+
+
+def resolve_api_keys(api_keys: list[str | ApiKeyFromEnv]) -> list[str]:
+    """Literal keys as they are; ``{env: NAME}`` keys read from this process's environment."""
+    keys = []
+    for key in api_keys:
+        if isinstance(key, str):
+            keys.append(key)
+            continue
+        value = os.environ.get(key.env)
+        # An empty key would accept "Bearer " and so silently disable auth.
+        if not value:
+            raise ValueError(f"API key environment variable {key.env} is not set or empty")
+        keys.append(value)
+    return keys

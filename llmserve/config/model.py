@@ -68,3 +68,9 @@ class ModelConfig(EngineConfig):
     """A generative LLM, served on /v1/chat/completions and /v1/completions."""
 
     model_config = ConfigDict(extra="forbid")
+
+    request_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest a request may take end to end; null: ingress.request_timeout_s.",
+    )

@@ -14,7 +14,11 @@ from pydantic import (
 )
 
 from llmserve.config.common import Identifier
-from llmserve.config.deployment import DeploymentConfig
+from llmserve.config.deployment import (
+    PipelineDeploymentConfig,
+    PoolingDeploymentConfig,
+    RetrieverDeploymentConfig,
+)
 from llmserve.config.errors import Loc, issues_error
 from llmserve.config.model import EngineConfig
 
@@ -34,6 +38,9 @@ class EmbedderConfig(EngineConfig):
 
     model_config = ConfigDict(extra="forbid")
 
+    deployment: PoolingDeploymentConfig = Field(
+        default_factory=PoolingDeploymentConfig, description="Ray Serve settings of the replicas."
+    )
     max_batch_size: int = Field(
         32, gt=0, description="Most inputs merged into one engine call (serve.batch)."
     )
@@ -47,6 +54,9 @@ class RerankerConfig(EngineConfig):
 
     model_config = ConfigDict(extra="forbid")
 
+    deployment: PoolingDeploymentConfig = Field(
+        default_factory=PoolingDeploymentConfig, description="Ray Serve settings of the replicas."
+    )
     kind: RerankerKind = Field(
         "embedding",
         description="cross-encoder: a cross-encoder model; embedding: cosine similarity of "
@@ -128,8 +138,9 @@ class RetrieverConfig(BaseModel):
         "hybrid", description="Search mode used when a request does not choose one."
     )
     max_top_k: int = Field(50, gt=0, description="Largest top_k a request may ask for.")
-    deployment: DeploymentConfig = Field(
-        default_factory=DeploymentConfig, description="Ray Serve settings of the retriever."
+    deployment: RetrieverDeploymentConfig = Field(
+        default_factory=RetrieverDeploymentConfig,
+        description="Ray Serve settings of the retriever.",
     )
 
 
@@ -159,8 +170,15 @@ class PipelineConfig(BaseModel):
     context_token_budget: int = Field(
         1024, gt=0, description="Most tokens of source text put into the prompt."
     )
-    deployment: DeploymentConfig = Field(
-        default_factory=DeploymentConfig, description="Ray Serve settings of the pipeline."
+    deployment: PipelineDeploymentConfig = Field(
+        default_factory=PipelineDeploymentConfig,
+        description=(
+            "Ray Serve settings of the pipeline router; with a fused generator the router "
+            "runs in the ingress, which enforces max_ongoing/max_queued_requests."
+        ),
+    )
+    request_timeout_s: float | None = Field(
+        None, gt=0, description="Longest a request may take end to end; null: the ingress's."
     )
 
     @field_validator("prompt_template")

@@ -23,8 +23,10 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmserve.deployments import metrics
+from llmserve.deployments.admission import AdmissionGate
+from llmserve.deployments.health import HealthMonitor
 from llmserve.deployments.local_handle import LocalHandle
-from llmserve.openai.errors import APIError, error_body, status_of
+from llmserve.openai.errors import APIError, error_body, from_exception, status_of, timed_out
 
 logger = logging.getLogger("llmserve")
 
@@ -33,8 +35,28 @@ _DONE = b"data: [DONE]\n\n"
 
 @dataclass
 class IngressSettings:
-    api_keys: list[str] = field(default_factory=list)
+    # Literal keys or ``{env: NAME}`` entries, resolved inside the replica so
+    # that secret values never become deployment arguments (which Serve's
+    # controller stores).
+    api_keys: list[Any] = field(default_factory=list)
     max_request_body_bytes: int = 1 << 20
+    request_timeout_s: float = 300.0
+    retry_after_s: int = 1
+
+
+@dataclass
+class LocalPipeline:
+    """A RAG pipeline whose generator is the fused model.
+
+    Its router runs inside the ingress and calls the fused engine in-process,
+    so a pipeline request never waits on an ingress request slot (no cycle
+    in the call graph). Retriever and reranker stay separate deployments.
+    """
+
+    config: Any
+    tokenizer_path: str
+    retriever: Any
+    reranker: Any | None
 
 
 @dataclass
@@ -48,6 +70,13 @@ class Routes:
     retrieve: dict[str, Any] = field(default_factory=dict)
     model_cards: list[dict[str, Any]] = field(default_factory=list)
     metrics_sources: list[Any] = field(default_factory=list)
+    timeouts: dict[str, float] = field(default_factory=dict)
+    """Per served id, where it overrides ``IngressSettings.request_timeout_s``."""
+    limits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Ids served in this process: (max_ongoing, max_queued) for their admission gate."""
+    local_pipelines: list[LocalPipeline] = field(default_factory=list)
+    deployments: list[str] = field(default_factory=list)
+    """Deployment names behind the ingress; ``/health`` needs a running replica of each."""
 
 
 class Ingress:
@@ -55,50 +84,78 @@ class Ingress:
 
     With a fused model, that model's vLLM engine runs in this replica and its
     requests are served in-process, exactly like vLLM's own server: the
-    token stream crosses no Ray hop. Other ids still go through handles, and
-    ``chat``/``completions`` let the RAG router use the fused model too.
+    token stream crosses no Ray hop. RAG pipelines that generate with it run
+    their router here too. Nothing ever calls back into the ingress.
     """
 
     async def __init__(self, settings: IngressSettings, routes: Routes, fused=None, home=None):
-        self.settings = settings
+        from llmserve.config.ingress import resolve_api_keys
+
+        self.settings = replace(settings, api_keys=resolve_api_keys(settings.api_keys))
         # A copy: Serve pickles the init args later to list outbound handles,
-        # and the local handle below holds an engine that cannot be pickled.
+        # and the local handles below hold an engine that cannot be pickled.
         self.routes = routes = replace(
-            routes, chat=dict(routes.chat), completions=dict(routes.completions)
+            routes,
+            chat=dict(routes.chat),
+            completions=dict(routes.completions),
+            retrieve=dict(routes.retrieve),
         )
         self._local = None
         if fused is not None:
             from llmserve.deployments.llm_server import LLMServer
 
             self._local = await LLMServer.create(fused, home)
-            handle = LocalHandle(self._local)
-            routes.chat[fused.id] = handle
-            routes.completions[fused.id] = handle
+            routes.chat[fused.id] = routes.completions[fused.id] = LocalHandle(self._local)
+        for pipeline in routes.local_pipelines:
+            self._add_local_pipeline(pipeline)
+        self._health = HealthMonitor(
+            app_name=_app_name(),
+            deployments=routes.deployments,
+            local_check=self._local.check_health if self._local is not None else None,
+        )
+
+    def _add_local_pipeline(self, pipeline: LocalPipeline) -> None:
+        from llmserve.deployments.rag_router import RAGRouter
+
+        router = RAGRouter(
+            pipeline.config,
+            pipeline.tokenizer_path,
+            pipeline.retriever,
+            pipeline.reranker,
+            LocalHandle(self._local),
+        )
+        self.routes.chat[pipeline.config.id] = LocalHandle(router)
+        self.routes.retrieve[pipeline.config.id] = LocalHandle(router)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_ingress_app(self.settings, self.routes)
-
-    async def chat(self, body: dict[str, Any]):
-        async for item in self._local.chat(body):
-            yield item
-
-    async def completions(self, body: dict[str, Any]):
-        async for item in self._local.completions(body):
-            yield item
+        return build_ingress_app(self.settings, self.routes, self._health)
 
     async def check_health(self) -> None:
         if self._local is not None:
             await self._local.check_health()
 
 
-def build_ingress_app(settings: IngressSettings, routes: Routes) -> FastAPI:
+def _app_name() -> str:
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # outside a replica (unit tests)
+        return ""
+
+
+def build_ingress_app(
+    settings: IngressSettings, routes: Routes, health: HealthMonitor | None = None
+) -> FastAPI:
     app = FastAPI(title="llmserve", docs_url=None, redoc_url=None)
     app.add_middleware(_GuardMiddleware, settings=settings)
     created = int(time.time())
 
+    retry_after = {"Retry-After": str(settings.retry_after_s)}
+
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return _error_response(exc.body(), exc.status, retry_after)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -113,8 +170,11 @@ def build_ingress_app(settings: IngressSettings, routes: Routes) -> FastAPI:
         return JSONResponse(error_body(500, "internal server error"), status_code=500)
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def check_health() -> JSONResponse:
+        problem = await health.problem() if health is not None else None
+        if problem is not None:
+            return _error_response(error_body(503, problem), 503, retry_after)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -141,13 +201,35 @@ def build_ingress_app(settings: IngressSettings, routes: Routes) -> FastAPI:
         "/v1/rerank": ("rerank", routes.rerank),
         "/v1/retrieve": ("retrieve", routes.retrieve),
     }
-    for path, (method, targets) in endpoints.items():
-        if targets:  # never advertise a route that nothing behind it implements
+    # One gate per id served in this process, shared by all its endpoints.
+    gates = {id_: AdmissionGate(id_, *limit) for id_, limit in routes.limits.items()}
+    for path, (method, handles) in endpoints.items():
+        if handles:  # never advertise a route that nothing behind it implements
+            targets = {
+                id_: _Target(
+                    id_,
+                    handle,
+                    routes.timeouts.get(id_, settings.request_timeout_s),
+                    gates.get(id_),
+                    retry_after,
+                )
+                for id_, handle in handles.items()
+            }
             app.add_api_route(path, _make_endpoint(method, targets), methods=["POST"])
     return app
 
 
-def _make_endpoint(method: str, targets: dict[str, Any]):
+@dataclass
+class _Target:
+    id: str
+    handle: Any
+    timeout_s: float
+    gate: AdmissionGate | None
+    """Only for what runs in this process; Serve bounds handle calls itself."""
+    retry_after: dict[str, str]
+
+
+def _make_endpoint(method: str, targets: dict[str, _Target]):
     id_field = "pipeline" if method == "retrieve" else "model"
 
     async def endpoint(request: Request) -> Response:
@@ -155,58 +237,98 @@ def _make_endpoint(method: str, targets: dict[str, Any]):
         target_id = body.get(id_field)
         if not isinstance(target_id, str) or not target_id:
             raise APIError(400, f"you must provide a '{id_field}' parameter", param=id_field)
-        handle = targets.get(target_id)
-        if handle is None:
+        target = targets.get(target_id)
+        if target is None:
             raise APIError(404, f"Could not find model '{target_id}'", param=id_field)
-        return await _call(handle, method, target_id, body)
+        return await _call(target, method, body)
 
     endpoint.__name__ = f"create_{method}"
     return endpoint
 
 
-async def _call(handle, method: str, target_id: str, body: dict[str, Any]) -> Response:
+def _error_response(body: dict[str, Any], status: int, retry_after: dict[str, str]):
+    # 429 and 503 tell the client when to come back (the OpenAI SDK honours it).
+    headers = retry_after if status in (429, 503) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
     start = time.perf_counter()
-    stream = handle.options(stream=True)
-    gen = getattr(stream, method).remote(body)
+    deadline = asyncio.get_running_loop().time() + target.timeout_s
+    release = _nothing
+    gen = None
     try:
-        first = await gen.__anext__()
+        if target.gate is not None:
+            release = await target.gate.enter(target.timeout_s)
+        gen = getattr(target.handle.options(stream=True), method).remote(body)
+        async with asyncio.timeout_at(deadline):
+            first = await gen.__anext__()
+    except asyncio.CancelledError:  # the client left: free the engine, don't log a 500
+        _close(gen, release)
+        raise
     except StopAsyncIteration:
-        first = error_body(500, "empty response from model")
-    except BaseException as exc:
-        gen.cancel()
-        raise _upstream_error(exc, target_id) from None
+        _close(gen, release)
+        logger.error("%s.%s answered nothing", target.id, method)
+        raise APIError(500, "internal server error") from None
+    except TimeoutError:
+        _close(gen, release)
+        raise timed_out(target.id, target.timeout_s) from None
+    except Exception as exc:
+        _close(gen, release)
+        raise from_exception(exc, target.id, logger) from None
     if isinstance(first, dict):
-        gen.cancel()
+        _close(gen, release)
         status = status_of(first) if "error" in first else 200
-        metrics.observe_request(target_id, method, status, time.perf_counter() - start)
-        return JSONResponse(first, status_code=status)
-    metrics.observe_first_chunk(target_id, time.perf_counter() - start)
+        metrics.observe_request(target.id, method, status, time.perf_counter() - start)
+        return _error_response(first, status, target.retry_after)
+    metrics.observe_first_chunk(target.id, time.perf_counter() - start)
     return EventSourceResponse(
-        _relay(gen, first, target_id, method, start),
+        _relay(gen, first, target, method, start, deadline, release),
         ping=15,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _relay(
-    gen, first: str, target_id: str, method: str, start: float
+    gen, first: str, target: _Target, method: str, start: float, deadline: float, release
 ) -> AsyncIterator[bytes]:
     status = 200
     try:
         yield first.encode()
-        async for event in gen:
+        while True:
+            # Only the wait for the next chunk is timed: a timeout that fired
+            # while this generator is parked at a yield would cancel the
+            # response writer instead.
+            try:
+                async with asyncio.timeout_at(deadline):
+                    event = await gen.__anext__()
+            except StopAsyncIteration:
+                break
             yield event.encode()
     except asyncio.CancelledError:
         status = 499  # client went away; cancelling gen aborts the engine request
         raise
     except Exception as exc:  # mid-stream: an SSE error event, then [DONE]
-        err = _upstream_error(exc, target_id)
+        if isinstance(exc, TimeoutError):
+            err = timed_out(target.id, target.timeout_s)
+        else:
+            err = from_exception(exc, target.id, logger)
         status = err.status
         yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
         yield _DONE
     finally:
+        _close(gen, release)
+        metrics.observe_request(target.id, method, status, time.perf_counter() - start)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _close(gen, release) -> None:
+    if gen is not None:
         gen.cancel()
-        metrics.observe_request(target_id, method, status, time.perf_counter() - start)
+    release()
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
@@ -217,22 +339,6 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "request body must be a JSON object")
     return body
-
-
-def _upstream_error(exc: BaseException, target_id: str) -> APIError:
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
-    if isinstance(exc, BackPressureError):
-        return APIError(503, f"model '{target_id}' is overloaded, retry later")
-    if isinstance(
-        exc, (DeploymentUnavailableError, RayActorError, ActorDiedError, ActorUnavailableError)
-    ):
-        return APIError(503, f"model '{target_id}' is unavailable")
-    if isinstance(exc, APIError):
-        return exc
-    logger.error("request to %s failed", target_id, exc_info=exc)
-    return APIError(500, "internal server error")
 
 
 class _GuardMiddleware:
@@ -248,7 +354,7 @@ class _GuardMiddleware:
         self.limit = settings.max_request_body_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"].endswith("/health"):
+        if scope["type"] != "http" or _route_path(scope) == "/health":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         if self.keys and not self._authorized(headers.get(b"authorization", b"")):
@@ -297,3 +403,9 @@ async def _send_error(send, exc: APIError) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _route_path(scope) -> str:
+    """The request path below the app's mount point (Serve's route prefix)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path

@@ -23,6 +23,7 @@ from typing import Any
 from llmserve.deployments import metrics
 from llmserve.engine.requests import parse_request, vllm_error
 from llmserve.engine.serving import start_engine
+from llmserve.openai.errors import error_body
 
 
 class LLMServer:
@@ -49,6 +50,9 @@ class LLMServer:
     async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
+        if not isinstance(body.get("messages"), list):
+            yield error_body(400, "messages must be a list of chat messages", param="messages")
+            return
         async for item in self._serve(
             ChatCompletionRequest, body, self._chat.create_chat_completion
         ):

@@ -33,6 +33,12 @@ class _LocalMethod:
         return LocalStream(self._fn(*args, **kwargs))
 
 
+# Tasks closing abandoned generators. The event loop keeps only weak
+# references to tasks, so without this a close could be garbage-collected
+# before it runs, and the engine would keep generating for nobody.
+_closing: set[asyncio.Task] = set()
+
+
 class LocalStream:
     """Async iterator over a local async generator; ``cancel()`` closes it,
     which (like a cancelled Serve stream) makes vLLM abort the request."""
@@ -47,6 +53,16 @@ class LocalStream:
         return await self._gen.__anext__()
 
     def cancel(self) -> None:
-        # No running loop means nothing is iterating it any more.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing is iterating it any more
+            return
+        task = loop.create_task(self._close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    async def _close(self) -> None:
+        # A generator another task is iterating refuses aclose(); that task's
+        # own cancellation closes it.
         with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().create_task(self._gen.aclose())
+            await self._gen.aclose()

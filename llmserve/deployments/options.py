@@ -14,13 +14,13 @@ def deployment_name(kind: str, id_: str) -> str:
     return f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]', '_', id_)}"
 
 
-def engine_deployment_options(cfg: EngineConfig) -> dict[str, Any]:
+def engine_deployment_options(cfg: EngineConfig, retry_after_s: float = 1) -> dict[str, Any]:
     """Serve options for a vLLM-backed deployment, placement group included.
 
     A placement group is needed when an engine has several workers (TP/PP)
     or runs on GPU; a single CPU worker just runs in the replica actor.
     """
-    options = cfg.deployment.to_serve_options()
+    options = cfg.deployment.to_serve_options(retry_after_s)
     actor = dict(options.pop("ray_actor_options", {}))
     if cfg.env_vars:
         actor["runtime_env"] = {"env_vars": dict(cfg.env_vars)}

@@ -6,11 +6,19 @@ prompt with numbered sources within the token budget, and streams the
 generator deployment's answer back through the same handle protocol as the
 LLM server (see llm_server.py). Only the first SSE event is rewritten, to
 carry ``sources`` and the stage timings; the rest pass through untouched.
+
+A stage that is overloaded or down makes the whole request a 429 or 503
+(retrying is safe: nothing was generated); the generation stream is closed
+whenever this generator is, so a client that leaves frees the engine.
+
+The router runs as its own deployment, or inside the ingress when its
+generator is the ingress's fused model (then ``generator`` is a local handle).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -19,9 +27,11 @@ from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from llmserve.deployments import metrics
-from llmserve.openai.errors import APIError, validation_error_body
+from llmserve.openai.errors import APIError, from_exception, validation_error_body
 from llmserve.openai.protocol import RagOverrides, RetrieveRequest, Source
 from llmserve.rag import Hit, build_messages
+
+logger = logging.getLogger("llmserve")
 
 STAGE_SECONDS = Histogram(
     "llmserve_rag_stage_seconds",
@@ -48,8 +58,8 @@ class RAGRouter:
         try:
             query, history, overrides = self._parse_chat(body)
             hits = await self._retrieve_and_rerank(query, overrides, timings)
-        except APIError as exc:
-            yield exc.body()
+        except Exception as exc:
+            yield from_exception(exc, self.cfg.id, logger).body()
             return
         messages, used = build_messages(
             query,
@@ -65,18 +75,25 @@ class RAGRouter:
         generate_body.update(model=self.cfg.generator, messages=messages)
 
         started = time.perf_counter()
-        stream = self._generator_handle().options(stream=True).chat.remote(generate_body)
-        first = await stream.__anext__()
-        self._observe(timings, "generate_first_token", started)
-        extra = {"rag": {"pipeline": self.cfg.id, "timings_ms": timings}}
-        if overrides.return_sources:
-            extra["sources"] = sources
-        if isinstance(first, dict):
-            yield first if "error" in first else {**first, **extra}
-            return
-        yield _with_extra(first, extra)
-        async for event in stream:
-            yield event
+        stream = self._generator.options(stream=True).chat.remote(generate_body)
+        try:
+            try:
+                first = await stream.__anext__()
+            except Exception as exc:
+                yield from_exception(exc, self.cfg.generator, logger).body()
+                return
+            self._observe(timings, "generate_first_token", started)
+            extra = {"rag": {"pipeline": self.cfg.id, "timings_ms": timings}}
+            if overrides.return_sources:
+                extra["sources"] = sources
+            if isinstance(first, dict):
+                yield first if "error" in first else {**first, **extra}
+                return
+            yield _with_extra(first, extra)
+            async for event in stream:
+                yield event
+        finally:
+            stream.cancel()
 
     async def retrieve(self, body: dict[str, Any]) -> AsyncGenerator[dict, None]:
         try:
@@ -88,25 +105,14 @@ class RAGRouter:
             query = _non_empty(request.query, "query")
             top_k = self._limit(request.top_k, self.cfg.top_k, self.cfg.max_top_k, "top_k")
             hits = await self._retriever.search.remote(query, top_k, request.mode, request.filters)
-        except APIError as exc:
-            yield exc.body()
+        except Exception as exc:
+            yield from_exception(exc, self.cfg.id, logger).body()
             return
         yield {
             "object": "list",
             "pipeline": self.cfg.id,
             "data": [{"object": "retrieval.chunk", **hit} for hit in hits],
         }
-
-    def _generator_handle(self):
-        # A fused model lives in the ingress deployment, which is bound after
-        # this router; it is passed by deployment name and looked up here.
-        if isinstance(self._generator, str):
-            from ray import serve
-
-            from llmserve.app import APP_NAME
-
-            self._generator = serve.get_deployment_handle(self._generator, app_name=APP_NAME)
-        return self._generator
 
     async def metrics_text(self) -> bytes:
         return metrics.local_exposition()
@@ -154,7 +160,9 @@ class RAGRouter:
         )
         self._observe(timings, "rerank", started)
         if "error" in ranked:
-            raise APIError(500, f"reranking failed: {ranked['error']['message']}")
+            # The reranker's message may carry model internals: log it, not send it.
+            logger.error("pipeline %s: reranking failed: %s", self.cfg.id, ranked["error"])
+            raise APIError(500, f"reranking failed in pipeline '{self.cfg.id}'")
         min_score = self.cfg.min_score
         return [
             _rescored(hits[r["index"]], r["relevance_score"])

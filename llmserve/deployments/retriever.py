@@ -7,11 +7,14 @@ from the embedder deployment's batched ``embed`` handle method.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any
 
 from llmserve.openai.errors import APIError
 from llmserve.rag import ChunkStore, IndexNotBuilt, InvalidFilter, UnknownFilterField
+
+logger = logging.getLogger("llmserve")
 
 
 class Retriever:
@@ -20,6 +23,7 @@ class Retriever:
         self.default_mode = cfg.default_mode
         self.max_top_k = cfg.max_top_k
         self._embedder = embedder
+        self._not_built = f"the index of retriever '{cfg.id}' is not built. {not_built_hint}"
         self.store = ChunkStore(
             cfg.uri,
             cfg.table,
@@ -46,6 +50,8 @@ class Retriever:
             raise APIError(400, str(exc), param="filters") from None
         except InvalidFilter as exc:
             raise APIError(400, str(exc), param="filters") from None
-        except IndexNotBuilt as exc:
-            raise APIError(400, str(exc), param="model") from None
+        except IndexNotBuilt:
+            # The log has where it looked; the client gets what to do.
+            logger.warning("retriever %s: index not built", self.id, exc_info=True)
+            raise APIError(400, self._not_built, param="model") from None
         return [asdict(hit) for hit in hits]

@@ -31,6 +31,11 @@ def parse_request(request_type: Any, body: dict[str, Any]) -> tuple[Any, dict[st
         return None, validation_error_body(exc)
     except VLLMValidationError as exc:  # raised by vLLM's "before" validators
         return None, vllm_error(exc)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        # vLLM's "before" validators assume the JSON types they expect (e.g.
+        # iterate ``messages``); a body of the wrong shape trips them.
+        logging.getLogger("llmserve").info("malformed request body: %r", exc)
+        return None, error_body(400, "the request body does not match this endpoint's schema")
 
 
 def vllm_error(exc: Exception) -> dict[str, Any]:

@@ -7,6 +7,7 @@ errors that vLLM's serving layer produces are passed through untouched.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -18,10 +19,14 @@ _TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     413: "invalid_request_error",
-    429: "rate_limit_error",
+    429: "requests",
     500: "internal_server_error",
     503: "service_unavailable_error",
+    504: "timeout_error",
 }
+# OpenAI's own rate-limit errors carry a string code; the OpenAI SDK raises
+# ``RateLimitError`` (and retries, honouring Retry-After) on the status alone.
+_CODES: dict[int, str] = {429: "rate_limit_exceeded"}
 
 
 class APIError(Exception):
@@ -52,16 +57,56 @@ def error_body(
             "message": message,
             "type": type or _TYPES.get(status) or HTTPStatus(status).phrase,
             "param": param,
-            "code": int(status),
+            "code": _CODES.get(int(status), int(status)),
         }
     }
 
 
 def status_of(body: dict[str, Any]) -> int:
-    """HTTP status of an error body (vLLM's and ours both carry it in ``code``)."""
+    """HTTP status of an error body (vLLM's and ours carry it in ``code``)."""
     error = body.get("error")
     code = error.get("code") if isinstance(error, dict) else None
+    for status, name in _CODES.items():
+        if code == name:
+            return status
     return code if isinstance(code, int) and 400 <= code < 600 else 500
+
+
+def overloaded(target: str) -> APIError:
+    """429: no room to queue the request; nothing was done, retrying is safe."""
+    return APIError(429, f"'{target}' is at capacity; retry after the time in Retry-After")
+
+
+def unavailable(target: str) -> APIError:
+    """503: no healthy replica (or engine) can take the request right now."""
+    return APIError(503, f"'{target}' is unavailable; retry after the time in Retry-After")
+
+
+def timed_out(target: str, seconds: float) -> APIError:
+    return APIError(504, f"request to '{target}' did not finish within {seconds:g} s")
+
+
+def from_exception(exc: BaseException, target: str, logger: logging.Logger) -> APIError:
+    """An exception from a handle call as the error the client should see.
+
+    Overload and missing replicas are the caller's to retry (429, 503);
+    anything unexpected is logged here and answered without internal detail.
+    """
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, BackPressureError):
+        return overloaded(target)
+    if isinstance(
+        exc, (DeploymentUnavailableError, RayActorError, ActorDiedError, ActorUnavailableError)
+    ):
+        return unavailable(target)
+    if isinstance(exc, TimeoutError):
+        return APIError(504, f"request to '{target}' timed out")
+    logger.error("request to %s failed", target, exc_info=exc)
+    return APIError(500, "internal server error")
 
 
 def validation_error_body(exc: ValidationError) -> dict[str, Any]:

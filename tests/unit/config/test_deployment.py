@@ -9,6 +9,12 @@ from llmserve.config import (
     ParallelismConfig,
     validate_config_dict,
 )
+from llmserve.config.deployment import (
+    IngressDeploymentConfig,
+    PipelineDeploymentConfig,
+    PoolingDeploymentConfig,
+    RetrieverDeploymentConfig,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -17,16 +23,41 @@ def _with_deployment(deployment: dict) -> dict:
     return {"models": [{"id": "m", "source": "builtin:tiny-llama", "deployment": deployment}]}
 
 
-def test_default_serve_options() -> None:
-    assert DeploymentConfig().to_serve_options() == {
-        "num_replicas": 1,
-        "max_ongoing_requests": 64,
-        "max_queued_requests": -1,
-        "health_check_period_s": 10,
-        "health_check_timeout_s": 30,
-        "graceful_shutdown_timeout_s": 20,
-        "ray_actor_options": {"num_cpus": 0},
-    }
+def test_serve_refuses_overflow_with_429_and_retry_after() -> None:
+    serve = pytest.importorskip("ray.serve")
+
+    class Replica:
+        pass
+
+    deployment = serve.deployment(**DeploymentConfig().to_serve_options(retry_after_s=3))(Replica)
+    assert deployment.backpressure_config.status_code == 429
+    assert deployment.backpressure_config.retry_after_s == 3
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        DeploymentConfig,
+        PoolingDeploymentConfig,
+        RetrieverDeploymentConfig,
+        PipelineDeploymentConfig,
+        IngressDeploymentConfig,
+    ],
+)
+def test_every_default_queue_is_bounded(cls) -> None:
+    options = cls().to_serve_options()
+    assert options["max_ongoing_requests"] > 0
+    assert options["max_queued_requests"] >= 0
+
+
+def test_default_ingress_has_room_beyond_what_it_serves_in_process() -> None:
+    # A fused model and one fused pipeline, both full, still leave ingress
+    # slots for /health, /v1/models and the models behind handles.
+    ingress = IngressDeploymentConfig()
+    fused = DeploymentConfig()
+    pipeline = PipelineDeploymentConfig()
+    in_process = sum(c.max_ongoing_requests + c.max_queued_requests for c in (fused, pipeline))
+    assert ingress.max_ongoing_requests > in_process
 
 
 def test_fixed_replicas() -> None:
@@ -109,7 +140,7 @@ def test_autoscaling_initial_outside_range(issues) -> None:
     [
         ("num_replicas", 0),
         ("max_ongoing_requests", 0),
-        ("max_queued_requests", -2),
+        ("max_queued_requests", -1),
         ("health_check_period_s", 0),
         ("num_cpus", -1),
     ],
@@ -118,7 +149,7 @@ def test_deployment_bounds(issues, field: str, value: float) -> None:
     assert list(issues(_with_deployment({field: value}))) == [f"models[0].deployment.{field}"]
 
 
-def test_unlimited_queue_is_minus_one() -> None:
+def test_a_request_queue_may_be_empty() -> None:
     app = validate_config_dict(_with_deployment({"max_queued_requests": 0}))
     assert app.models[0].deployment.max_queued_requests == 0
 

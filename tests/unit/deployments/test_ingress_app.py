@@ -421,15 +421,20 @@ def test_an_api_error_from_the_model_keeps_its_status_and_param(client: TestClie
     }
 
 
-def test_an_overloaded_model_is_503(client: TestClient) -> None:
+def test_an_overloaded_model_is_429_with_retry_after(client: TestClient) -> None:
     response = _post(client, {"model": "m", "do": "raise:backpressure"})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    err = response.json()["error"]
+    assert (err["type"], err["code"]) == ("requests", "rate_limit_exceeded")
+    assert err["message"].startswith("'m' is at capacity")
+
+
+def test_a_dead_replica_is_503_with_retry_after(client: TestClient) -> None:
+    response = _post(client, {"model": "m", "do": "raise:actor_died"})
     err = _assert_error(response, 503)
-    assert err["message"] == "model 'm' is overloaded, retry later"
-
-
-def test_a_dead_replica_is_503(client: TestClient) -> None:
-    err = _assert_error(_post(client, {"model": "m", "do": "raise:actor_died"}), 503)
-    assert err["message"] == "model 'm' is unavailable"
+    assert response.headers["retry-after"] == "1"
+    assert err["message"].startswith("'m' is unavailable")
 
 
 def test_an_unexpected_error_is_500_without_details(client: TestClient) -> None:
@@ -442,7 +447,7 @@ def test_an_unexpected_error_is_500_without_details(client: TestClient) -> None:
 
 def test_a_model_that_answers_nothing_is_500(client: TestClient) -> None:
     err = _assert_error(_post(client, {"model": "m", "do": "empty"}), 500)
-    assert err["message"] == "empty response from model"
+    assert err["message"] == "internal server error"
 
 
 # --- streaming ----------------------------------------------------------------
@@ -502,7 +507,7 @@ def test_an_error_mid_stream_is_an_error_event_then_done(client: TestClient) -> 
     ("exc", "code", "message"),
     [
         ("api400", 400, "prompt is longer than the context"),
-        ("actor_died", 503, "model 'm' is unavailable"),
+        ("actor_died", 503, "'m' is unavailable; retry after the time in Retry-After"),
     ],
 )
 def test_a_mid_stream_error_keeps_its_status_in_the_event(

@@ -9,7 +9,14 @@ from pydantic import ValidationError
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
 
-from llmserve.openai.errors import APIError, error_body, status_of, validation_error_body
+from llmserve.openai.errors import (
+    APIError,
+    error_body,
+    overloaded,
+    status_of,
+    timed_out,
+    validation_error_body,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +27,6 @@ OPENAI_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     413: "invalid_request_error",
-    429: "rate_limit_error",
     500: "internal_server_error",
     503: "service_unavailable_error",
 }
@@ -47,7 +53,38 @@ def test_param_defaults_to_null() -> None:
 
 def test_other_statuses_fall_back_to_the_http_phrase() -> None:
     assert error_body(502, "upstream")["error"]["type"] == "Bad Gateway"
-    assert APIError(504, "slow").body()["error"]["type"] == "Gateway Timeout"
+    assert APIError(505, "old").body()["error"]["type"] == "HTTP Version Not Supported"
+
+
+def test_429_is_a_rate_limit_error_that_the_openai_sdk_retries() -> None:
+    import httpx
+    import openai
+
+    body = overloaded("m").body()
+    assert status_of(body) == 429
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = httpx.Response(429, json=body, headers={"Retry-After": "3"}, request=request)
+    client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1/v1")
+    err = client._make_status_error_from_response(response)
+    assert isinstance(err, openai.RateLimitError)
+    assert err.code == "rate_limit_exceeded"
+    assert client._should_retry(response)
+    # The SDK waits what Retry-After says (it caps waits at 60 s).
+    assert (
+        client._calculate_retry_timeout(
+            2,
+            openai._models.FinalRequestOptions(method="post", url="/chat/completions"),
+            response.headers,
+        )
+        == 3
+    )
+
+
+def test_a_timeout_is_504() -> None:
+    body = timed_out("m", 2.5).body()
+    assert status_of(body) == 504
+    assert body["error"]["type"] == "timeout_error"
+    assert "2.5 s" in body["error"]["message"]
 
 
 def test_an_explicit_type_wins() -> None:
