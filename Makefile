@@ -5,7 +5,7 @@ PIP     := $(VENV)/bin/pip
 CONFIG  ?= configs/default.yaml
 STAMP   := $(VENV)/.llmserve-installed
 
-.PHONY: install prepare run test lint format docs bench clean
+.PHONY: install prepare run test lint format docs bench load clean
 
 # Installs into a local virtualenv, or reuses it while pyproject.toml is unchanged.
 $(STAMP): pyproject.toml
@@ -43,6 +43,20 @@ test: prepare lint
 
 bench: prepare
 	$(PY) scripts/bench_serving.py
+
+# Locust, headless, against a running server (start it with `make run`).
+LOAD_HOST     ?= http://127.0.0.1:8000
+LOAD_USERS    ?= 16
+LOAD_TIME     ?= 60s
+LOAD_MODEL    ?= smollm2
+LOAD_PIPELINE ?= rag-docs
+LOAD_REPORT   ?= load-report
+load: install
+	mkdir -p $(LOAD_REPORT)
+	LLMSERVE_MODEL=$(LOAD_MODEL) LLMSERVE_RAG_PIPELINE=$(LOAD_PIPELINE) \
+	$(VENV)/bin/locust -f scripts/locustfile.py --headless -u $(LOAD_USERS) -r $(LOAD_USERS) \
+		-t $(LOAD_TIME) --host $(LOAD_HOST) --only-summary \
+		--html $(LOAD_REPORT)/report.html --csv $(LOAD_REPORT)/load
 
 clean:
 	rm -rf $(VENV) .llmserve

@@ -119,9 +119,15 @@ def cmd_run(args) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         config.ingress = config.ingress.model_copy(update=overrides)
+    address = args.address or config.ray.address
+    if address is None:
+        # The local Ray inherits this environment, so {env: NAME} keys must
+        # be set here; fail before anything starts. (A remote cluster reads
+        # them from its own environment, in the ingress replica.)
+        config.ingress.resolve_api_keys()
     runtime.prepare_models(config)
     _before_serving(config)
-    runtime.connect(args.address or config.ray.address, **runtime.local_ray_options(config))
+    runtime.connect(address, **runtime.local_ray_options(config))
     stop = threading.Event()
     # Set both explicitly: a shell starts background jobs with SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -57,7 +57,8 @@ def connect(
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     if address is None:
-        kwargs["num_cpus"] = num_cpus
+        # "local" always starts a new Ray, never attaches to one already running here.
+        kwargs.update(address="local", num_cpus=num_cpus)
         if direct_ingress:
             os.environ.update(DIRECT_INGRESS_ENV)
             # HAProxy's own stats and metrics listeners default to fixed ports

@@ -1,23 +1,30 @@
-"""Locust load test of llmserve's OpenAI API: streaming chat completions.
+"""Locust load test of llmserve's OpenAI API: streaming chat and RAG questions.
 
-Each simulated user sends ``POST /v1/chat/completions`` with ``stream: true``
-and reads the server-sent events to the end. Locust's statistics then show:
+Two user classes:
 
-- ``POST chat (stream)``: the whole stream, from request to ``data: [DONE]``;
-  a request fails on a non-200 status, an ``error`` event, an unparsable event,
-  or a stream that ends without content or without ``[DONE]``;
-- ``TTFT chat (stream)``: time to the first content token (a custom event).
+- ``StreamingChatUser`` sends ``POST /v1/chat/completions`` with ``stream:
+  true`` and reads the server-sent events to the end. ``POST chat (stream)`` is
+  the whole stream, from request to ``data: [DONE]``; it fails on a non-200
+  status, an ``error`` event, an unparsable event, or a stream that ends without
+  content or without ``[DONE]``. ``TTFT chat (stream)`` is the time to the first
+  content token (a custom event).
+- ``RagUser`` asks a RAG pipeline a question (non-streaming); ``POST rag`` fails
+  on a non-200 status or an answer without ``sources``.
+
+An overloaded server answers 429 (with ``Retry-After``): Locust counts those as
+failures named ``HTTP 429``, so the report shows how much was refused.
 
 Environment:
 
 - ``LLMSERVE_MODEL``: model id to request (default ``tiny``);
+- ``LLMSERVE_RAG_PIPELINE``: pipeline id for ``RagUser`` (default ``rag-docs``);
 - ``LLMSERVE_API_KEY``: bearer key, if the config sets ``ingress.api_keys``;
 - ``LLMSERVE_MAX_TOKENS``: tokens per answer (default 64).
 
-Run against a running ``llmserve run`` (the host includes any route prefix)::
+Run against a running ``llmserve run`` (``make load`` does this with a report)::
 
     LLMSERVE_MODEL=tiny .venv/bin/locust -f scripts/locustfile.py --headless \\
-        -u 4 -r 4 -t 20s --host http://127.0.0.1:8000
+        -u 4 -r 4 -t 20s --host http://127.0.0.1:8000 StreamingChatUser
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from locust import HttpUser, between, task
 
 MODEL = os.environ.get("LLMSERVE_MODEL", "tiny")
+PIPELINE = os.environ.get("LLMSERVE_RAG_PIPELINE", "rag-docs")
 API_KEY = os.environ.get("LLMSERVE_API_KEY")
 MAX_TOKENS = int(os.environ.get("LLMSERVE_MAX_TOKENS", "64"))
 NAME = "chat (stream)"
@@ -40,15 +48,58 @@ PROMPTS = [
 ]
 
 
+QUESTIONS = [
+    "How do I check a config file?",
+    "What does the ingress do?",
+    "How are RAG sources returned?",
+    "What happens when the server is overloaded?",
+]
+
+
+def _headers() -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if API_KEY:
+        headers["Authorization"] = f"Bearer {API_KEY}"
+    return headers
+
+
+class RagUser(HttpUser):
+    """One RAG client: a question to a pipeline, the answer with its sources."""
+
+    wait_time = between(0.1, 0.5)
+    weight = 1
+
+    def on_start(self) -> None:
+        self.headers = _headers()
+        self.turn = 0
+
+    @task
+    def ask(self) -> None:
+        self.turn += 1
+        body = {
+            "model": PIPELINE,
+            "messages": [{"role": "user", "content": QUESTIONS[self.turn % len(QUESTIONS)]}],
+            "max_tokens": MAX_TOKENS,
+        }
+        with self.client.post(
+            "/v1/chat/completions", json=body, headers=self.headers, catch_response=True, name="rag"
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
+            elif not response.json().get("sources"):
+                response.failure("answer without sources")
+            else:
+                response.success()
+
+
 class StreamingChatUser(HttpUser):
     """One chat client: a streaming request, a short think time, repeat."""
 
     wait_time = between(0.1, 0.5)
+    weight = 3
 
     def on_start(self) -> None:
-        self.headers = {"Content-Type": "application/json"}
-        if API_KEY:
-            self.headers["Authorization"] = f"Bearer {API_KEY}"
+        self.headers = _headers()
         self.turn = 0
 
     @task
@@ -70,7 +121,7 @@ class StreamingChatUser(HttpUser):
             name=NAME,
         ) as response:
             if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                response.failure(f"HTTP {response.status_code}")
                 return
             try:
                 ttft, chunks, done = read_stream(response, start)

@@ -1,4 +1,4 @@
-"""Shared test setup. Tests are marked by folder: unit, integration, e2e."""
+"""Shared test setup. Tests are marked by folder: unit, integration, e2e, load."""
 
 from __future__ import annotations
 
@@ -17,5 +17,5 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
-        if parts and parts[0] in ("unit", "integration", "e2e"):
+        if parts and parts[0] in ("unit", "integration", "e2e", "load"):
             item.add_marker(getattr(pytest.mark, parts[0]))

@@ -49,3 +49,58 @@ def curl_sse(url: str, body: dict, api_key: str | None = None, timeout: float = 
         check=True,
     ).stdout
     return [line[len("data: ") :] for line in out.splitlines() if line.startswith("data: ")]
+
+
+def index_through_handle(config: AppConfig, retriever_id: str) -> int:
+    """Index a retriever's corpus with the running app's embedder deployment; chunks written."""
+    import asyncio
+
+    from ray import serve
+    from transformers import AutoTokenizer
+
+    from llmserve.app import APP_NAME
+    from llmserve.deployments.options import deployment_name
+    from llmserve.models import resolve_source
+    from llmserve.rag import ChunkStore, build_index
+
+    retriever = config.get_retriever(retriever_id)
+    embedder = config.get_embedder(retriever.embedder)
+    handle = serve.get_deployment_handle(
+        deployment_name("embedder", embedder.id), app_name=APP_NAME
+    )
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(embedder.source))
+
+    async def embed(texts):
+        return await handle.embed.remote(texts)
+
+    report = asyncio.run(
+        build_index(
+            retriever.corpus.paths,
+            ChunkStore(retriever.uri, retriever.table),
+            embed,
+            tokenizer,
+            chunk_tokens=retriever.corpus.chunk_tokens,
+            chunk_overlap_tokens=retriever.corpus.chunk_overlap_tokens,
+            progress=False,
+            batch_size=16,
+        )
+    )
+    return report.chunks_written
+
+
+def vllm_counters(metrics_text: str, model: str) -> dict[str, float]:
+    """One model's vLLM engine counters from /metrics: requests running, requests
+    finished by the engine (any reason), and tokens generated."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = {
+        "vllm:num_requests_running": "running",
+        "vllm:request_success_total": "finished",
+        "vllm:generation_tokens_total": "generated",
+    }
+    out = dict.fromkeys(names.values(), 0.0)
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.labels.get("model_name") == model and sample.name in names:
+                out[names[sample.name]] += sample.value
+    return out

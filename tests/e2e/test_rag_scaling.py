@@ -16,6 +16,7 @@ import pytest
 
 from llmserve.config import validate_config_dict
 from tests.conftest import ROOT
+from tests.fuzz import bases, server_errors
 from tests.helpers import free_port, running_app
 
 ENGINE = {"dtype": "float32", "enforce_eager": True}
@@ -167,3 +168,10 @@ def test_two_retriever_replicas_serve_correctly(app, built):
         max_tokens=4,
     )
     assert len(answer.model_extra["sources"]) == 3
+
+
+def test_hostile_input_through_handles_is_never_a_server_error(app, built):
+    _, url = app
+    routes = bases("tiny", pipeline="rag", embedder="minilm", reranker=None)
+    assert server_errors(url, 7, 210, routes) == []
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
