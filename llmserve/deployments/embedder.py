@@ -3,9 +3,9 @@
 HTTP requests go straight to vLLM's ``ServingEmbedding`` (OpenAI schema:
 string or list input, ``encoding_format`` float or base64, usage; an input
 longer than the model's context is vLLM's own 400). The retriever's handle
-path, ``embed``, checks each text's length first (a too-long query is a 400
-naming the limit, and never fails the other queries of its batch), then is
-batched with ``@serve.batch``, so concurrent queries share one engine call.
+path, ``embed``, is batched with ``@serve.batch``, so concurrent queries share
+one engine call; an input vLLM refuses (e.g. longer than the context) fails
+only its own call, with vLLM's 400 naming the limit.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ class Embedder(PoolingServer):
             raise ValueError(f"embedder '{cfg.id}': {cfg.source} is not an embedding model")
         self._embed_batch.set_max_batch_size(cfg.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        self._tokenizer = self._engine.get_tokenizer()
-        self._max_tokens = self._engine.model_config.max_model_len
         self.engine_calls = 0
 
     async def embeddings(self, body: dict[str, Any]) -> AsyncGenerator[dict, None]:
@@ -40,30 +38,38 @@ class Embedder(PoolingServer):
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Embed texts; concurrent calls are merged into one engine call.
 
-        Raises a 400 ``APIError`` naming the limit for a text longer than the
-        model's context, before it joins a batch.
+        Raises ``APIError`` (400, vLLM's message) when vLLM refuses one of them.
         """
-        for text in texts:
-            tokens = len(self._tokenizer.encode(text))
-            if tokens > self._max_tokens:
-                raise APIError(
-                    400,
-                    f"the query is {tokens} tokens; embedder '{self.model_id}' takes at most "
-                    f"{self._max_tokens}",
-                    param="query",
-                )
-        return await self._embed_batch(texts)
+        result = await self._embed_batch(texts)
+        if isinstance(result, APIError):
+            raise result
+        return result
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, batches: list[list[str]]) -> list[list[list[float]]]:
-        texts = [text for batch in batches for text in batch]
+    async def _embed_batch(self, calls: list[list[str]]) -> list[list[list[float]] | APIError]:
         self.engine_calls += 1
-        vectors = await embed_texts(self._serving, self.model_id, texts)
+        try:
+            vectors = await embed_texts(
+                self._serving, self.model_id, [text for texts in calls for text in texts]
+            )
+        except APIError as exc:
+            if len(calls) == 1 or exc.status >= 500:
+                return [exc] * len(calls)
+            # One bad input fails a whole engine call: redo each call on its
+            # own, so only the one that sent it gets the error.
+            return [await self._embed_alone(texts) for texts in calls]
         out, start = [], 0
-        for batch in batches:
-            out.append(vectors[start : start + len(batch)])
-            start += len(batch)
+        for texts in calls:
+            out.append(vectors[start : start + len(texts)])
+            start += len(texts)
         return out
+
+    async def _embed_alone(self, texts: list[str]) -> list[list[float]] | APIError:
+        self.engine_calls += 1
+        try:
+            return await embed_texts(self._serving, self.model_id, texts)
+        except APIError as exc:
+            return exc
 
     async def stats(self) -> dict[str, int]:
         """Counters for tests and debugging: how many engine calls batching made."""

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -331,13 +332,33 @@ def _close(gen, release) -> None:
     release()
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity; JSON does not, and neither do engines.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise APIError(400, "request body must be a JSON object")
+    # JSON may escape a lone UTF-16 surrogate ("\\ud800"), which no UTF-8 text can
+    # hold: tokenizers and JSON answers would fail on it later. Only escaped
+    # bodies can carry one, so only they pay for the check.
+    if b"\\ud" in raw or b"\\uD" in raw:
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise APIError(400, "request body holds an unpaired UTF-16 surrogate") from None
     return body
 
 

@@ -43,7 +43,10 @@ class Retriever:
             raise APIError(400, f"top_k must be <= {self.max_top_k}", param="top_k")
         vector = None
         if mode != "bm25" and query.strip():
-            vector = (await self._embedder.embed.remote([query]))[0]
+            try:
+                vector = (await self._embedder.embed.remote([query]))[0]
+            except APIError as exc:  # a fresh one: errors wrapped twice lose their type
+                raise APIError(exc.status, exc.message, param="query") from None
         try:
             hits = await self.store.asearch(query, vector, mode, top_k, filters)
         except UnknownFilterField as exc:

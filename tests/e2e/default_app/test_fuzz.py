@@ -21,14 +21,14 @@ def test_a_query_longer_than_the_embedder_takes_is_400_naming_the_limit(default_
         f"{default_app}/v1/retrieve", json={"pipeline": "rag-docs", "query": query}, timeout=60
     )
     assert retrieve.status_code == 400
-    assert "embedder 'minilm' takes at most" in retrieve.json()["error"]["message"]
+    assert "maximum context length is 256 tokens" in retrieve.json()["error"]["message"]
     chat = httpx.post(
         f"{default_app}/v1/chat/completions",
         json={"model": "rag-docs", "messages": [{"role": "user", "content": query}]},
         timeout=60,
     )
     assert chat.status_code == 400
-    assert "at most" in chat.json()["error"]["message"]
+    assert "maximum context length" in chat.json()["error"]["message"]
     embeddings = httpx.post(
         f"{default_app}/v1/embeddings", json={"model": "minilm", "input": query}, timeout=60
     )

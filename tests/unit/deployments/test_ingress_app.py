@@ -53,6 +53,7 @@ class Model_:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.ended: list[str] = []
 
     async def _answer(self, method: str, body: dict[str, Any]):
         self.calls.append((method, body))
@@ -72,6 +73,14 @@ class Model_:
                 raise _exception(arg)
         elif kind == "empty":
             return
+        elif kind == "hang":  # a first answer that never comes, or a stream that stalls
+            self.ended.append("started")
+            try:
+                if arg == "stream":
+                    yield EVENTS[0]
+                await asyncio.sleep(3600)
+            finally:
+                self.ended.append("closed")
 
     def chat(self, body):
         return self._answer("chat", body)
@@ -144,11 +153,16 @@ def model() -> Model_:
     return Model_()
 
 
-def _client(routes: Routes, api_keys: list[str] | None = None) -> Iterator[TestClient]:
+def _client(
+    routes: Routes, api_keys: list[str] | None = None, health=None, timeout_s: float = 300
+) -> Iterator[TestClient]:
     settings = IngressSettings(
-        api_keys=[KEY] if api_keys is None else api_keys, max_request_body_bytes=LIMIT
+        api_keys=[KEY] if api_keys is None else api_keys,
+        max_request_body_bytes=LIMIT,
+        request_timeout_s=timeout_s,
+        retry_after_s=1,
     )
-    with TestClient(build_ingress_app(settings, routes)) as client:
+    with TestClient(build_ingress_app(settings, routes, health)) as client:
         yield client
 
 
@@ -652,3 +666,92 @@ def test_merge_exposition_joins_families_without_duplicate_headers() -> None:
 
 def test_merge_exposition_of_nothing_is_empty() -> None:
     assert metrics.merge_exposition([]) == b""
+
+
+# --- overload, timeouts, health ---------------------------------------------------
+
+
+def test_an_in_process_model_over_its_limits_is_429_at_once(model: Model_) -> None:
+    routes = Routes(chat={"m": LocalHandle(model)}, limits={"m": (1, 0)}, timeouts={"m": 5})
+    for client in _client(routes):
+
+        async def burst(client=client):
+            import httpx
+
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                hung = asyncio.create_task(
+                    c.post("/v1/chat/completions", json={"model": "m", "do": "hang"}, headers=AUTH)
+                )
+                while "started" not in model.ended:
+                    await asyncio.sleep(0.01)
+                refused = await c.post("/v1/chat/completions", json={"model": "m"}, headers=AUTH)
+                return refused, await hung
+
+        refused, hung = asyncio.run(burst())
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert hung.status_code == 504  # its own 5 s limit
+        assert model.ended == ["started", "closed"]
+
+
+def test_a_request_past_its_timeout_is_504_and_its_work_is_closed(model: Model_) -> None:
+    routes = Routes(chat={"m": LocalHandle(model)}, timeouts={"m": 0.2})
+    for client in _client(routes):
+        err = _assert_error(_post(client, {"model": "m", "do": "hang"}), 504)
+        assert err["type"] == "timeout_error"
+    assert model.ended == ["started", "closed"]
+
+
+def test_a_stream_past_its_timeout_ends_with_a_504_event(model: Model_) -> None:
+    for client in _client(Routes(chat={"m": LocalHandle(model)}), timeout_s=0.2):
+        data = _sse_data(_post(client, {"model": "m", "do": "hang:stream"}).content)
+    assert data[-1] == "[DONE]"
+    assert json.loads(data[-2])["error"]["code"] == 504
+    assert model.ended == ["started", "closed"]
+
+
+def test_a_client_that_leaves_before_the_first_chunk_cancels_cleanly(model: Model_) -> None:
+    """CancelledError passes through (it is not a 500), and the model's work is closed."""
+    from llmserve.deployments import ingress
+
+    target = ingress._Target("m", LocalHandle(model), 60, None, {})
+
+    async def run() -> None:
+        call = asyncio.create_task(ingress._call(target, "chat", {"do": "hang"}))
+        while "started" not in model.ended:
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert model.ended == ["started", "closed"]
+
+
+class _Health:
+    def __init__(self, problem: str | None) -> None:
+        self._problem = problem
+
+    async def problem(self) -> str | None:
+        return self._problem
+
+
+def test_health_is_503_with_retry_after_when_an_engine_is_down(model: Model_) -> None:
+    routes = Routes(chat={"m": LocalHandle(model)})
+    for client in _client(routes, health=_Health("no healthy replica for: llm-m")):
+        response = client.get("/health")
+        err = _assert_error(response, 503)
+        assert err["message"] == "no healthy replica for: llm-m"
+        assert response.headers["retry-after"] == "1"
+    for client in _client(routes, health=_Health(None)):
+        assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_only_the_health_route_itself_skips_auth(client: TestClient) -> None:
+    # A path that merely ends with /health is not the health check.
+    for path in ("/v1/models/health", "/x/health"):
+        _assert_error(client.get(path), 401)

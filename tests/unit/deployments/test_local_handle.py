@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -102,3 +104,46 @@ def test_cancel_of_a_finished_stream_is_harmless() -> None:
 def test_cancel_without_a_running_loop_does_not_raise() -> None:
     stream = LocalHandle(Counter()).options(stream=True).count.remote(2)
     stream.cancel()  # e.g. from a finalizer after the loop is gone
+
+
+class SlowClose:
+    """A generator whose cleanup awaits, like vLLM's abort does; the future it waits
+    on is referenced only by the task closing it."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+        self.pending = None
+
+    async def count(self, n: int):
+        try:
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i
+        finally:
+            future = asyncio.get_running_loop().create_future()
+            self.pending = weakref.ref(future)
+            await future
+            self.ended.append("closed")
+
+
+def test_cancel_finishes_closing_even_if_nothing_else_holds_the_task() -> None:
+    """The loop keeps only weak references to tasks: an unreferenced close can be
+    garbage-collected half-way, leaving the engine generating for nobody."""
+    target = SlowClose()
+
+    async def run() -> None:
+        stream = LocalHandle(target).options(stream=True).count.remote(1000)
+        await stream.__anext__()
+        stream.cancel()
+        del stream
+        while target.pending is None:
+            await asyncio.sleep(0)
+        gc.collect()
+        future = target.pending()
+        assert future is not None, "the closing task was garbage-collected"
+        future.set_result(None)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert target.ended == ["closed"]
