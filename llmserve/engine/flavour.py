@@ -45,8 +45,9 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-def installed_vllm(version_of: Callable[[str], str | None] = _installed_version) -> VllmBuild:
+def installed_vllm(version_of: Callable[[str], str | None] | None = None) -> VllmBuild:
     """The installed vLLM build; raises ``VllmInstallError`` when there is none or two."""
+    version_of = version_of or _installed_version
     found = [VllmBuild(d, v) for d in DISTRIBUTIONS if (v := version_of(d)) is not None]
     if not found:
         raise VllmInstallError(f"vLLM is not installed; install one flavour: {INSTALL_HINT}")
