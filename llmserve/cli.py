@@ -167,7 +167,6 @@ def cmd_run(args) -> int:
 
 def cmd_deploy(args) -> int:
     from llmserve import runtime
-
     from llmserve.cli_cluster import EXIT_NO_FIT, check_cluster_fit
 
     config = _load(args.config)

@@ -191,7 +191,8 @@ def rayservice(
         },
         "workerGroupSpecs": [_worker_group(g, image, env, serve_port) for g in groups],
     }
-    serve_yaml = yaml.safe_dump(pod_serve_config(serve_config, raw_config, planned), sort_keys=False)
+    pod_config = pod_serve_config(serve_config, raw_config, planned)
+    serve_yaml = yaml.safe_dump(pod_config, sort_keys=False)
     return {
         "apiVersion": API_VERSION,
         "kind": "RayService",

@@ -316,7 +316,7 @@ def test_options_match_the_configs_own_bundles() -> None:
 
 
 def test_the_planned_device_decides_the_bundles() -> None:
-    """``auto`` is planned from the cluster (see tests/integration/placement); a given device wins."""
+    """A given device wins; ``auto`` is planned from the cluster (tests/integration/placement)."""
     model = _cfg(device="auto")
     assert engine_deployment_options(model, device="gpu")["placement_group_bundles"] == [
         {"GPU": 1.0}
