@@ -159,7 +159,7 @@ def _pick_node(
 
 
 def _one_node_reason(total: Resources, free: list[dict[str, float]], strategy: str) -> str:
-    where = "for STRICT_PACK" if strategy == "STRICT_PACK" else "for its replica"
+    where = "for its replica" if strategy == "ACTOR" else f"for {strategy}"
     for resource in _resource_order(total):
         largest = max((f.get(resource, 0.0) for f in free), default=0.0)
         if largest + EPS < total[resource]:
@@ -173,6 +173,10 @@ def _one_node_reason(total: Resources, free: list[dict[str, float]], strategy: s
 def _many_nodes_reason(
     bundles: Sequence[Resources], strategy: str, free: list[dict[str, float]], placed: int
 ) -> str:
+    for bundle in bundles:
+        if not any(_fits(bundle, f) for f in free):
+            reason = _one_node_reason(bundle, free, strategy)
+            return reason.replace(f"on one node for {strategy}", "in one worker's bundle", 1)
     total = summed(bundles)
     cluster = summed(free)
     for resource in _resource_order(total):
