@@ -72,8 +72,4 @@ def check_cluster_fit(config: AppConfig, address: str | None, config_path: Path)
     print(f"{config_path} {verdict} {where} ({report.cluster_summary()}):", file=stream)
     for line in report.lines():
         print(f"  {line}", file=stream)
-    if report.together:
-        print(f"  all starting replicas together: {report.together}", file=stream)
-    for problem in report.problems:
-        print(problem, file=stream)
     return report.ok

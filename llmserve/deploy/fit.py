@@ -53,17 +53,17 @@ class FitReport:
         return not self.problems
 
     def cluster_summary(self) -> str:
-        gpus = ", ".join(amount(n.resources.get("GPU", 0)) for n in self.nodes)
+        gpus = ", ".join(amount(g) for g in sorted(n.resources.get("GPU", 0) for n in self.nodes))
         return f"{len(self.nodes)} nodes; GPUs per node: {gpus}"
 
     def lines(self) -> list[str]:
-        """One line per engine, for people."""
+        """One line per engine (what is missing, or how it fits), then the joint check."""
         out = []
         for e in self.engines:
             need = e.need
             label = f"{need.path} ({need.id}, {need.device})"
             if e.problem:
-                out.append(f"{label}: does not fit: {e.problem}")
+                out.append(e.problem)
             elif not need.bundles:
                 out.append(f"{label}: fits (reserves no resources)")
             else:
@@ -72,6 +72,8 @@ class FitReport:
                     f"{label}: fits ({describe_bundles(need.bundles)}, {strategy}, "
                     f"on {e.nodes_used} node{'s' if e.nodes_used != 1 else ''})"
                 )
+        if self.together and self.problems == [self.together]:
+            out.append(self.together)
         return out
 
 
@@ -219,6 +221,6 @@ def _together(needs: Sequence[EngineNeed], totals: list[dict[str, float]]) -> st
                 count = sum(n.initial_replicas for n in needs)
                 return (
                     f"{need.path} replica {replica + 1} of {need.initial_replicas} does not fit "
-                    f"next to the others ({count} starting replicas in all): it {result}"
+                    f"next to the others ({count} starting replicas in all): {result}"
                 )
     return None

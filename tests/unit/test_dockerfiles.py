@@ -50,4 +50,3 @@ def test_hadolint_does_report_problems(hadolint: str, tmp_path: Path) -> None:
     result = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True)
     assert result.returncode != 0
     assert "DL3006" in result.stdout  # untagged base image
-

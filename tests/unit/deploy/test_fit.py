@@ -86,6 +86,10 @@ def test_each_replica_fits_but_not_all_starting_replicas_together() -> None:
     assert report.together is not None
     assert report.together.startswith("models[0] replica 3 of 3 does not fit next to the others")
     assert report.problems == [report.together]
+    assert report.together.endswith(
+        "(3 starting replicas in all): needs 2 GPUs on one node for STRICT_PACK; largest node has 0"
+    )
+    assert report.lines()[-1] == report.together
     assert fit_report(validate_config_dict(data), _nodes(2, 2, 2)).ok
 
 
