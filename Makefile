@@ -4,7 +4,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
-CONFIG  ?= configs/default.yaml
+CONFIG  ?= $(if $(filter gpu,$(DEVICE)),configs/gpu-small.yaml,configs/default.yaml)
 DEVICE  ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo gpu || echo cpu)
 STAMP   := $(VENV)/.llmserve-installed-$(DEVICE)
 
