@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="write a Ray Serve config file for plain `serve deploy`")
     p.add_argument("config", type=Path, help="YAML config file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output path, e.g. serve.yaml")
+    p.add_argument(
+        "-o", "--output", type=Path, help="output path, e.g. serve.yaml (--kuberay: default stdout)"
+    )
     add_kuberay_args(p)
     p.set_defaults(func=cmd_build)
 
@@ -216,6 +218,8 @@ def cmd_build(args) -> int:
         from llmserve.cli_cluster import write_kuberay
 
         return write_kuberay(args, config)
+    if args.output is None:
+        raise ValueError("build needs -o/--output (only --kuberay can write to stdout)")
     args.output.write_text(
         yaml.safe_dump(runtime.serve_config(args.config, config), sort_keys=False)
     )

@@ -46,17 +46,25 @@ def write_kuberay(args: argparse.Namespace, config: AppConfig) -> int:
         secret=args.secret,
         auto_device=args.auto_device,
     )
-    args.output.write_text(dump_manifest(manifest))
-    groups = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    for g in groups:
+    text = dump_manifest(manifest)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+    # The summary goes to stderr when the manifest itself goes to stdout.
+    info = sys.stdout if args.output else sys.stderr
+    for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
         gpus = g["rayStartParams"]["num-gpus"]
         print(
             f"worker group {g['groupName']}: {gpus} GPUs per pod, "
-            f"{g['minReplicas']}-{g['maxReplicas']} pods (start {g['replicas']})"
+            f"{g['minReplicas']}-{g['maxReplicas']} pods (start {g['replicas']})",
+            file=info,
         )
+    target = args.output or "rayservice.yaml"
     print(
-        f"wrote {args.output}; deploy it with: kubectl create secret generic {args.secret} "
-        f"--from-literal=NAME=VALUE ... && kubectl apply -f {args.output}"
+        f"deploy it with: kubectl create secret generic {args.secret} "
+        f"--from-literal=NAME=VALUE ... && kubectl apply -f {target}",
+        file=info,
     )
     return 0
 

@@ -193,3 +193,11 @@ def test_auto_device_is_planned_into_the_pods_config(tmp_path: Path) -> None:
     [container] = group["template"]["spec"]["containers"]
     assert container["resources"] == {"requests": {"cpu": "2"}}
     assert container["image"] == "registry.example/llm:1"
+
+
+def test_without_output_the_manifest_goes_to_stdout(validator, capsys) -> None:
+    assert main(["build", str(CONFIGS / "gpu-tp8-pp2.yaml"), "--kuberay"]) == 0
+    captured = capsys.readouterr()
+    manifest = yaml.safe_load(captured.out)
+    assert _errors(validator, manifest) == []
+    assert "worker group gpu8: 8 GPUs per pod, 2-2 pods (start 2)" in captured.err
