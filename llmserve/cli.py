@@ -63,10 +63,19 @@ def _parser() -> argparse.ArgumentParser:
         "--address", required=True, help="Ray cluster address, e.g. auto or ray://host:10001"
     )
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for health")
+    p.add_argument(
+        "--no-fit-check",
+        action="store_true",
+        help="deploy even if the nodes that exist now cannot hold the placement groups "
+        "(e.g. an autoscaling cluster that adds nodes on demand)",
+    )
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("validate", help="check a config and report every problem")
     p.add_argument("config", type=Path, help="YAML config file")
+    p.add_argument(
+        "--address", help="also check that the placement groups fit this Ray cluster's nodes"
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("status", help="deployments, replicas and health of the running app")
@@ -78,9 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
     p.set_defaults(func=cmd_shutdown)
 
+    from llmserve.cli_cluster import add_kuberay_args
+
     p = sub.add_parser("build", help="write a Ray Serve config file for plain `serve deploy`")
     p.add_argument("config", type=Path, help="YAML config file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output path, e.g. serve.yaml")
+    p.add_argument(
+        "-o", "--output", type=Path, help="output path, e.g. serve.yaml (--kuberay: default stdout)"
+    )
+    add_kuberay_args(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("models", help="built-in models")
@@ -102,20 +116,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: Path):
     from llmserve.config import load_config
+    from llmserve.engine.flavour import installed_vllm
 
+    installed_vllm()  # no vLLM (or two): say so before anything else
     return load_config(path)
 
 
 def cmd_validate(args) -> int:
     config = _load(args.config)
     print(f"{args.config}: OK ({_summary(config)})")
-    return 0
+    if args.address is None:
+        return 0
+    import ray
+
+    from llmserve import runtime
+    from llmserve.cli_cluster import EXIT_NO_FIT, check_cluster_fit
+
+    runtime.connect(args.address)
+    try:
+        return 0 if check_cluster_fit(config, args.address, args.config) else EXIT_NO_FIT
+    finally:
+        ray.shutdown()
 
 
 def cmd_run(args) -> int:
     from llmserve import runtime
 
     config = _load(args.config)
+    if not (args.address or config.ray.address):
+        _check_local_engines(config)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         config.ingress = config.ingress.model_copy(update=overrides)
@@ -146,11 +175,15 @@ def cmd_run(args) -> int:
 
 def cmd_deploy(args) -> int:
     from llmserve import runtime
+    from llmserve.cli_cluster import EXIT_NO_FIT, check_cluster_fit
 
     config = _load(args.config)
+    runtime.connect(args.address)
+    if not args.no_fit_check and not check_cluster_fit(config, args.address, args.config):
+        print("nothing was deployed (--no-fit-check deploys anyway)", file=sys.stderr)
+        return EXIT_NO_FIT
     runtime.prepare_models(config)
     _before_serving(config)
-    runtime.connect(args.address)
     runtime.deploy(config, timeout_s=args.timeout)
     print(f"deployed: {_summary(config)}")
     return 0
@@ -187,6 +220,12 @@ def cmd_build(args) -> int:
     from llmserve import runtime
 
     config = _load(args.config)
+    if args.kuberay:
+        from llmserve.cli_cluster import write_kuberay
+
+        return write_kuberay(args, config)
+    if args.output is None:
+        raise ValueError("build needs -o/--output (only --kuberay can write to stdout)")
     args.output.write_text(
         yaml.safe_dump(runtime.serve_config(args.config, config), sort_keys=False)
     )
@@ -217,6 +256,15 @@ def cmd_models_list(args) -> int:
     for name, model in BUILTINS.items():
         print(f"builtin:{name}\t{model.description}")
     return 0
+
+
+def _check_local_engines(config) -> None:
+    """On an embedded local Ray the engines use this environment's vLLM: it must fit the config."""
+    from llmserve.engine.flavour import VllmInstallError, config_mismatches, installed_vllm
+
+    problems = config_mismatches(config, installed_vllm())
+    if problems:
+        raise VllmInstallError("\n".join(problems))
 
 
 def _before_serving(config) -> None:

@@ -104,3 +104,24 @@ def vllm_counters(metrics_text: str, model: str) -> dict[str, float]:
             if sample.labels.get("model_name") == model and sample.name in names:
                 out[names[sample.name]] += sample.value
     return out
+
+
+@contextlib.contextmanager
+def simulated_cluster(gpus_per_node: list[int]) -> Iterator[str]:
+    """A local multi-node Ray cluster: a CPU-only head plus one node per entry, whose GPUs
+    are logical resources only; this process is connected as its driver. Yields the address."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False},
+    )
+    try:
+        for gpus in gpus_per_node:
+            cluster.add_node(num_cpus=1, num_gpus=gpus)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -27,6 +27,11 @@ OWNED_ENGINE_KWARGS: dict[str, str] = {
     "distributed_executor_backend": "device",
 }
 
+NO_VLLM = (
+    "cannot check vLLM engine arguments: vLLM is not installed; pip install "
+    "'llmserve[cpu]' (x86-64 CPUs) or pip install 'llmserve[gpu]' (CUDA GPUs)"
+)
+
 _NO_HINT = object()
 _MAX_MESSAGE = 300
 
@@ -96,7 +101,8 @@ def check_engine_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[tu
     """Validate engine kwargs; returns the (lightly coerced) kwargs and the issues found."""
     hints = engine_arg_hints()
     if hints is None:
-        return kwargs, []
+        # Never skip the check silently: say why it cannot run.
+        return kwargs, [((), NO_VLLM)] if kwargs else []
     checked: dict[str, Any] = {}
     issues: list[tuple[Loc, str]] = []
     for name, value in kwargs.items():

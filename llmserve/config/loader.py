@@ -85,6 +85,12 @@ def validate_config_dict(data: Any, base_dir: Path | None = None) -> AppConfig:
 def load_config(path: str | os.PathLike[str]) -> AppConfig:
     """Read, resolve and validate a YAML config file."""
     path = Path(path)
+    return validate_config_dict(read_config_data(path), base_dir=path.absolute().parent)
+
+
+def read_config_data(path: str | os.PathLike[str]) -> Any:
+    """The YAML data of a config file as written (relative paths kept), not yet validated."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -100,4 +106,4 @@ def load_config(path: str | os.PathLike[str]) -> AppConfig:
         raise ConfigError(
             [ConfigIssue(FILE_PATH, f"{path} is empty; define at least one model or pipeline")]
         )
-    return validate_config_dict(data, base_dir=path.absolute().parent)
+    return data

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmserve.engine.device import resolve_device
 from llmserve.models import resolve_source
 from llmserve.placement import cpu_threads_bind
 
@@ -20,21 +21,17 @@ if TYPE_CHECKING:
     from llmserve.config import EngineConfig
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` means GPU when this vLLM build targets one, else CPU."""
-    if device != "auto":
-        return device
-    from vllm.platforms import current_platform
-
-    return "cpu" if current_platform.is_cpu() else "gpu"
+__all__ = ["build_engine_args", "executor_backend", "prepare_process_env", "resolve_device"]
 
 
 def executor_backend(device: str, world_size: int) -> str | None:
-    """Ray executor on GPU (workers live in the replica's placement group);
-    multiprocessing on CPU, where vLLM refuses the Ray executor."""
-    if world_size == 1:
-        return None
-    return "ray" if device == "gpu" else "mp"
+    """Ray executor on GPU, at any world size: the workers hold the GPUs of the
+    replica's placement group, while the replica actor itself holds none (Ray
+    hides every GPU from an actor that asked for none). Multiprocessing on
+    CPU, where vLLM refuses the Ray executor; in-process for one CPU worker."""
+    if device == "gpu":
+        return "ray"
+    return None if world_size == 1 else "mp"
 
 
 def build_engine_args(

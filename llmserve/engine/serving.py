@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmserve.engine.args import build_engine_args, prepare_process_env, resolve_device
+from llmserve.engine.flavour import check_vllm_flavour
 
 if TYPE_CHECKING:
     from starlette.datastructures import State
@@ -32,6 +33,9 @@ class EngineBundle:
 async def start_engine(
     cfg: EngineConfig, home: Path | None = None, runner: str | None = None
 ) -> EngineBundle:
+    # Before importing vLLM: a missing or wrong vLLM build gets a clear error.
+    device = resolve_device(cfg.device)
+    check_vllm_flavour(device)
     from starlette.datastructures import State
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.cli_args import FrontendArgs
@@ -41,7 +45,7 @@ async def start_engine(
     prepare_process_env(cfg)
     engine_args = build_engine_args(cfg, home, runner=runner)
     vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
-    if resolve_device(cfg.device) == "gpu" and cfg.parallelism.world_size > 1:
+    if device == "gpu":
         import ray.util
 
         # Serve created this replica inside a placement group with one bundle

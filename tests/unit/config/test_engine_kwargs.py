@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from llmserve.config import validate_config_dict
+from llmserve.config.engine_args import engine_arg_hints
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +102,18 @@ def test_engine_kwargs_of_rag_components_are_checked(issues, rag_data) -> None:
         "embedders[0].engine_kwargs.max_model_len",
         "rerankers[0].engine_kwargs.served_model_name",
     ]
+
+
+def test_engine_kwargs_are_not_skipped_silently_without_vllm(monkeypatch, issues) -> None:
+    for name in ("vllm", "vllm.engine", "vllm.engine.arg_utils"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import vllm...` fail
+    engine_arg_hints.cache_clear()
+    try:
+        found = issues({"models": [{"id": "m", "source": "x", "engine_kwargs": {"dtype": "x"}}]})
+    finally:
+        monkeypatch.undo()
+        engine_arg_hints.cache_clear()
+    assert list(found) == ["models[0].engine_kwargs"]
+    assert found["models[0].engine_kwargs"].startswith(
+        "cannot check vLLM engine arguments: vLLM is not installed"
+    )

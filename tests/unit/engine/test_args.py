@@ -65,7 +65,7 @@ def test_engine_kwargs_coerced_by_the_config_reach_vllm() -> None:
     ("device", "tp", "pp", "backend"),
     [
         ("cpu", 1, 1, None),
-        ("gpu", 1, 1, None),
+        ("gpu", 1, 1, "ray"),
         ("cpu", 2, 1, "mp"),
         ("cpu", 1, 2, "mp"),
         ("gpu", 2, 1, "ray"),
@@ -83,7 +83,7 @@ def test_parallel_sizes_and_executor(device: str, tp: int, pp: int, backend: str
 
 @pytest.mark.parametrize(
     ("device", "world_size", "backend"),
-    [("cpu", 1, None), ("gpu", 1, None), ("cpu", 4, "mp"), ("gpu", 4, "ray")],
+    [("cpu", 1, None), ("gpu", 1, "ray"), ("cpu", 4, "mp"), ("gpu", 4, "ray")],
 )
 def test_executor_backend(device: str, world_size: int, backend: str | None) -> None:
     assert executor_backend(device, world_size) == backend

@@ -1,0 +1,1 @@
+"""Getting the app onto a cluster: placement needs, cluster-fit check, KubeRay manifest."""
