@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from llmserve.deployments.metrics import ADMITTED
 from llmserve.openai.errors import overloaded
 
 
@@ -21,6 +22,8 @@ class AdmissionGate:
         self.max_queued = max_queued
         self._slots = asyncio.Semaphore(max_ongoing)
         self._waiting = 0
+        self._running_gauge = ADMITTED.labels(name, "running")
+        self._waiting_gauge = ADMITTED.labels(name, "waiting")
 
     @property
     def waiting(self) -> int:
@@ -36,12 +39,15 @@ class AdmissionGate:
             if self._waiting >= self.max_queued:
                 raise overloaded(self.name)
             self._waiting += 1
+            self._waiting_gauge.inc()
             try:
                 await asyncio.wait_for(self._slots.acquire(), timeout_s)
             finally:
                 self._waiting -= 1
+                self._waiting_gauge.dec()
         else:
             await self._slots.acquire()
+        self._running_gauge.inc()
         released = False
 
         def release() -> None:
@@ -49,5 +55,6 @@ class AdmissionGate:
             if not released:
                 released = True
                 self._slots.release()
+                self._running_gauge.dec()
 
         return release

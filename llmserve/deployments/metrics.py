@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -37,6 +38,13 @@ FIRST_CHUNK = Histogram(
     "Time from request to the first streamed chunk, as seen by the ingress.",
     ["model"],
     buckets=_LATENCY_BUCKETS,
+)
+
+
+ADMITTED = Gauge(
+    "llmserve_admitted_requests",
+    "Requests holding or waiting for a slot of a model or pipeline served in the ingress.",
+    ["model", "state"],
 )
 
 
