@@ -29,8 +29,10 @@ def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
         runtime.deploy(config, timeout_s=600)
         yield f"http://{config.ingress.host}:{config.ingress.port}"
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
 
 
 def curl_sse(url: str, body: dict, api_key: str | None = None, timeout: float = 120) -> list[str]:

@@ -266,17 +266,13 @@ async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
             first = await gen.__anext__()
     except asyncio.CancelledError:  # the client left: free the engine, don't log a 500
         _close(gen, release)
+        metrics.observe_request(target.id, method, 499, time.perf_counter() - start)
         raise
-    except StopAsyncIteration:
+    except BaseException as exc:
         _close(gen, release)
-        logger.error("%s.%s answered nothing", target.id, method)
-        raise APIError(500, "internal server error") from None
-    except TimeoutError:
-        _close(gen, release)
-        raise timed_out(target.id, target.timeout_s) from None
-    except Exception as exc:
-        _close(gen, release)
-        raise from_exception(exc, target.id, logger) from None
+        err = _failure(exc, target, method)
+        metrics.observe_request(target.id, method, err.status, time.perf_counter() - start)
+        raise err from None
     if isinstance(first, dict):
         _close(gen, release)
         status = status_of(first) if "error" in first else 200
@@ -310,16 +306,24 @@ async def _relay(
         status = 499  # client went away; cancelling gen aborts the engine request
         raise
     except Exception as exc:  # mid-stream: an SSE error event, then [DONE]
-        if isinstance(exc, TimeoutError):
-            err = timed_out(target.id, target.timeout_s)
-        else:
-            err = from_exception(exc, target.id, logger)
+        err = _failure(exc, target, method)
         status = err.status
         yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
         yield _DONE
     finally:
         _close(gen, release)
         metrics.observe_request(target.id, method, status, time.perf_counter() - start)
+
+
+def _failure(exc: BaseException, target: _Target, method: str) -> APIError:
+    if isinstance(exc, StopAsyncIteration):
+        logger.error("%s.%s answered nothing", target.id, method)
+        return APIError(500, "internal server error")
+    if isinstance(exc, TimeoutError):
+        return timed_out(target.id, target.timeout_s)
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to map
+        raise exc
+    return from_exception(exc, target.id, logger)
 
 
 def _nothing() -> None:

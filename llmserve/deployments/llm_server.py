@@ -16,6 +16,7 @@ pending deltas into one event, so batching adapts to load by itself.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,11 @@ from typing import Any
 from llmserve.deployments import metrics
 from llmserve.engine.requests import parse_request, vllm_error
 from llmserve.engine.serving import start_engine
-from llmserve.openai.errors import error_body
+from llmserve.openai.errors import APIError, error_body, unavailable
+
+logger = logging.getLogger("llmserve")
+
+_ERROR_EVENT = 'data: {"error"'
 
 
 class LLMServer:
@@ -69,18 +74,34 @@ class LLMServer:
         if error is not None:
             yield error
             return
+        if self._engine.errored:
+            yield self._unavailable().body()
+            return
         try:
             result = await create(request, None)
         except Exception as exc:  # vLLM raises some request errors instead of returning them
-            yield vllm_error(exc)
+            yield self._unavailable().body() if self._engine.errored else vllm_error(exc)
             return
-        if isinstance(result, AsyncGenerator):
-            # A cancelled handle call (client gone) closes this generator,
-            # which makes vLLM abort the request and free its KV cache.
-            async for event in result:
-                yield event
-        else:
-            yield result.model_dump()
+        if not isinstance(result, AsyncGenerator):
+            answer = result.model_dump()
+            # vLLM reports a dead engine as a 500; it is the retryable 503.
+            yield (
+                self._unavailable().body() if "error" in answer and self._engine.errored else answer
+            )
+            return
+        # A cancelled handle call (client gone) closes this generator, which
+        # makes vLLM abort the request and free its KV cache.
+        async for event in result:
+            # vLLM ends a stream whose engine died with a 500 error event.
+            if event.startswith(_ERROR_EVENT) and self._engine.errored:
+                raise self._unavailable()
+            yield event
+
+    def _unavailable(self) -> APIError:
+        logger.error(
+            "model %s: the vLLM engine is dead; Serve will replace the replica", self.model_id
+        )
+        return unavailable(self.model_id)
 
     async def metrics_text(self) -> bytes:
         """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine gauges."""

@@ -17,7 +17,7 @@ import pytest
 from llmserve.config import validate_config_dict
 from tests.conftest import ROOT
 from tests.fuzz import bases, server_errors
-from tests.helpers import free_port, running_app
+from tests.helpers import free_port, index_through_handle, running_app
 
 ENGINE = {"dtype": "float32", "enforce_eager": True}
 
@@ -93,31 +93,10 @@ def test_unbuilt_index_is_400_naming_the_index_command(app):
 @pytest.fixture(scope="module")
 def built(app):
     """Index the docs through the running embedder deployment's handle."""
-    from transformers import AutoTokenizer
-
-    from llmserve.models import resolve_source
-    from llmserve.rag import ChunkStore, build_index
-
     config, _ = app
-    retriever = config.get_retriever("docs")
-    handle = embedder_handle()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_source("builtin:all-minilm-l6-v2"))
-
-    async def embed(texts):
-        return await handle.embed.remote(texts)
-
-    report = asyncio.run(
-        build_index(
-            retriever.corpus.paths,
-            ChunkStore(retriever.uri, retriever.table),
-            embed,
-            tokenizer,
-            progress=False,
-            batch_size=16,
-        )
-    )
-    assert report.chunks_written > 0
-    return report
+    chunks = index_through_handle(config, "docs")
+    assert chunks > 0
+    return chunks
 
 
 def test_concurrent_embed_calls_share_engine_calls(app, built):

@@ -672,6 +672,13 @@ def test_merge_exposition_of_nothing_is_empty() -> None:
 
 
 def test_an_in_process_model_over_its_limits_is_429_at_once(model: Model_) -> None:
+    from prometheus_client import REGISTRY
+
+    def counted(status: str) -> float:
+        labels = {"model": "m", "endpoint": "chat", "status": status}
+        return REGISTRY.get_sample_value("llmserve_requests_total", labels) or 0.0
+
+    before = {s: counted(s) for s in ("429", "504")}
     routes = Routes(chat={"m": LocalHandle(model)}, limits={"m": (1, 0)}, timeouts={"m": 5})
     for client in _client(routes):
 
@@ -694,6 +701,7 @@ def test_an_in_process_model_over_its_limits_is_429_at_once(model: Model_) -> No
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
         assert hung.status_code == 504  # its own 5 s limit
         assert model.ended == ["started", "closed"]
+    assert {s: counted(s) - before[s] for s in before} == {"429": 1, "504": 1}
 
 
 def test_a_request_past_its_timeout_is_504_and_its_work_is_closed(model: Model_) -> None:
