@@ -38,7 +38,7 @@ def build_app(config: AppConfig) -> Application:
             routes.timeouts[model.id] = model.request_timeout_s
         if model.id == fused_id:
             # Served inside the ingress replicas, which bound it themselves.
-            routes.limits[model.id] = _limits(model.deployment)
+            routes.limits[model.id] = model.deployment.limits()
             continue
         name = deployment_name("llm", model.id)
         deployment = serve.deployment(LLMServer).options(
@@ -73,10 +73,6 @@ def build_app(config: AppConfig) -> Application:
         )
     ingress = serve.deployment(serve.ingress()(Ingress)).options(name=INGRESS_NAME, **options)
     return ingress.bind(settings, routes, fused, home)
-
-
-def _limits(deployment) -> tuple[int, int]:
-    return deployment.max_ongoing_requests, deployment.max_queued_requests
 
 
 def app_builder(args: dict[str, Any]) -> Application:

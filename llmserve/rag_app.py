@@ -55,10 +55,7 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
             routes.local_pipelines.append(
                 LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
             )
-            routes.limits[p.id] = (
-                p.deployment.max_ongoing_requests,
-                p.deployment.max_queued_requests,
-            )
+            routes.limits[p.id] = p.deployment.limits()
             continue
         name = deployment_name("rag", p.id)
         dep = serve.deployment(RAGRouter).options(

@@ -113,6 +113,10 @@ class DeploymentConfig(BaseModel):
             )
         return self
 
+    def limits(self) -> tuple[int, int]:
+        """``(max_ongoing_requests, max_queued_requests)``, for a gate outside Serve."""
+        return self.max_ongoing_requests, self.max_queued_requests
+
     def to_serve_options(self, retry_after_s: float = 1) -> dict[str, Any]:
         """Keyword arguments for ``serve.deployment(...)`` or ``Deployment.options(...)``.
 
