@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shutdown", help="shut down Serve (all apps) on a running cluster")
     p.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=20.0,
+        help="seconds in-flight requests get to finish before Serve stops (default: 20)",
+    )
     p.set_defaults(func=cmd_shutdown)
 
     from llmserve.cli_cluster import add_kuberay_args
@@ -169,7 +175,10 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        _shutdown()
+        # A second Ctrl-C skips the drain.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("stopping: draining in-flight requests (Ctrl-C again to skip)", flush=True)
+        runtime.stop_serving(runtime.ingress_grace_s(config), ray_too=True)
     return 0
 
 
@@ -211,7 +220,7 @@ def cmd_shutdown(args) -> int:
     from llmserve import runtime
 
     runtime.connect(args.address)
-    _shutdown(ray_too=False)
+    runtime.stop_serving(args.grace, ray_too=False)
     print("Serve shut down")
     return 0
 
@@ -272,17 +281,6 @@ def _before_serving(config) -> None:
     from llmserve.cli_rag import ensure_indexes
 
     ensure_indexes(config)
-
-
-def _shutdown(ray_too: bool = True) -> None:
-    import ray
-    from ray import serve
-
-    try:
-        serve.shutdown()
-    finally:
-        if ray_too:
-            ray.shutdown()
 
 
 def _prefix(config) -> str:

@@ -16,7 +16,14 @@ from llmserve.models.builtin import builtin_name
 logger = logging.getLogger("llmserve")
 
 
-DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+DIRECT_INGRESS_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    # HAProxy replays a request whose ingress replica answered 503 before any
+    # byte (its fused engine is restarting, or it is draining) on another
+    # replica; Serve's default retries connection failures only.
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response 503",
+}
 
 
 class DeployError(RuntimeError):
@@ -65,6 +72,12 @@ def connect(
             # (8404, 9101); free ones let several local apps run side by side.
             os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
             os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+            # A stopping ingress replica stays up at least this long so HAProxy can
+            # take it out of rotation (Serve's default: 30 s, even when idle).
+            # llmserve drains the ingress itself before stopping Serve (see
+            # deployments/drain.py), and HAProxy retries refused connections, so
+            # a few seconds are enough; this keeps `llmserve run` stops quick.
+            os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "5"
         os.environ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = (
             "1" if separate_user_code_thread else "0"
         )
@@ -78,11 +91,43 @@ def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
     from ray import serve
 
     from llmserve.app import APP_NAME, build_app
+    from llmserve.deployments import drain
 
     app = build_app(config)
+    drain.clear()  # a drain flag left by an earlier `llmserve shutdown` must not stop this app
     serve.start(http_options={"host": config.ingress.host, "port": config.ingress.port})
     serve.run(app, name=APP_NAME, route_prefix=config.ingress.route_prefix, blocking=False)
     wait_healthy(timeout_s)
+
+
+def stop_serving(timeout_s: float, ray_too: bool) -> None:
+    """Drain the ingress (in-flight requests finish, new ones get 503) for up to
+    ``timeout_s``, then stop Serve (and the local Ray)."""
+    import ray
+    from ray import serve
+
+    from llmserve.deployments import drain
+
+    try:
+        drain.request_drain()
+        drained, seconds = drain.wait_drained(timeout_s)
+        print(
+            f"drained in {seconds:.1f} s"
+            if drained
+            else f"requests still in flight after {seconds:.1f} s; stopping anyway",
+            flush=True,
+        )
+        serve.shutdown()
+    finally:
+        if ray_too:
+            ray.shutdown()
+
+
+def ingress_grace_s(config: AppConfig) -> float:
+    """The ingress's ``graceful_shutdown_timeout_s`` (the fused model's, when there is one)."""
+    fused = config.ingress.fused_model
+    deployment = config.get_model(fused).deployment if fused else config.ingress.deployment
+    return deployment.graceful_shutdown_timeout_s
 
 
 def local_ray_options(config: AppConfig) -> dict[str, Any]:

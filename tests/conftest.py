@@ -18,7 +18,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
-        if parts and parts[0] in ("unit", "integration", "e2e", "load"):
+        if parts and parts[0] in ("unit", "integration", "e2e", "load", "faults"):
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 

@@ -33,19 +33,34 @@ class HealthMonitor:
         self.timeout_s = timeout_s
         self._checked_at = float("-inf")
         self._missing: list[str] = []
+        self._refresh: asyncio.Task | None = None
 
     async def problem(self) -> str | None:
         """Why the app cannot serve right now, or None when it can."""
         if self.local_check is not None:
             try:
                 await asyncio.wait_for(self.local_check(), self.timeout_s)
-            except Exception:
-                logger.warning("health: the fused engine is not healthy", exc_info=True)
+            except Exception as exc:
+                logger.warning("health: the fused engine is not healthy: %r", exc)
                 return "the model engine in the ingress is not healthy"
         missing = await self._missing_deployments()
         if missing:
             return f"no healthy replica for: {', '.join(missing)}"
         return None
+
+    def known_missing(self, deployment: str) -> bool:
+        """Whether ``deployment`` had no running replica at the last look; never waits.
+
+        A request for it would otherwise wait in Serve's router until a
+        replica comes back (or its timeout), instead of getting a 503 now.
+        """
+        if self._refresh is None and time.monotonic() - self._checked_at >= self.cache_s:
+            self._refresh = asyncio.create_task(self._missing_deployments())
+            self._refresh.add_done_callback(self._refreshed)
+        return deployment in self._missing
+
+    def _refreshed(self, _: asyncio.Task) -> None:
+        self._refresh = None
 
     async def _missing_deployments(self) -> list[str]:
         if not self.deployments or time.monotonic() - self._checked_at < self.cache_s:

@@ -9,7 +9,6 @@ events and they go to the client as bytes, each the moment it arrives.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -25,13 +24,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmserve.deployments import metrics
 from llmserve.deployments.admission import AdmissionGate
+from llmserve.deployments.drain import DrainWatch
+from llmserve.deployments.guard import GuardMiddleware
 from llmserve.deployments.health import HealthMonitor
 from llmserve.deployments.local_handle import LocalHandle
-from llmserve.openai.errors import APIError, error_body, from_exception, status_of, timed_out
+from llmserve.openai.errors import (
+    APIError,
+    error_body,
+    from_exception,
+    status_of,
+    timed_out,
+    unavailable,
+)
 
 logger = logging.getLogger("llmserve")
 
 _DONE = b"data: [DONE]\n\n"
+_RETRY_DELAYS_S = (0.25, 0.5, 1.0)
+"""Pauses before replaying a handle call that failed before its first byte with
+503 or a dead replica. A replica whose engine died exits within a second (see
+llm_server.py), after which Serve's router no longer picks it."""
 
 
 @dataclass
@@ -109,10 +121,12 @@ class Ingress:
             routes.chat[fused.id] = routes.completions[fused.id] = LocalHandle(self._local)
         for pipeline in routes.local_pipelines:
             self._add_local_pipeline(pipeline)
+        self._drain = DrainWatch(_replica_id())
+        self._drain.start()
         self._health = HealthMonitor(
             app_name=_app_name(),
             deployments=routes.deployments,
-            local_check=self._local.check_health if self._local is not None else None,
+            local_check=self._local.probe if self._local is not None else None,
         )
 
     def _add_local_pipeline(self, pipeline: LocalPipeline) -> None:
@@ -129,11 +143,20 @@ class Ingress:
         self.routes.retrieve[pipeline.config.id] = LocalHandle(router)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_ingress_app(self.settings, self.routes, self._health)
+        return build_ingress_app(self.settings, self.routes, self._health, self._drain)
 
     async def check_health(self) -> None:
         if self._local is not None:
             await self._local.check_health()
+
+
+def _replica_id() -> str:
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a replica (unit tests)
+        return "local"
 
 
 def _app_name() -> str:
@@ -146,10 +169,19 @@ def _app_name() -> str:
 
 
 def build_ingress_app(
-    settings: IngressSettings, routes: Routes, health: HealthMonitor | None = None
+    settings: IngressSettings,
+    routes: Routes,
+    health: HealthMonitor | None = None,
+    drain: DrainWatch | None = None,
 ) -> FastAPI:
     app = FastAPI(title="llmserve", docs_url=None, redoc_url=None)
-    app.add_middleware(_GuardMiddleware, settings=settings)
+    app.add_middleware(
+        GuardMiddleware,
+        keys=settings.api_keys,
+        max_body_bytes=settings.max_request_body_bytes,
+        retry_after_s=settings.retry_after_s,
+        drain=drain or DrainWatch("local"),
+    )
     created = int(time.time())
 
     retry_after = {"Retry-After": str(settings.retry_after_s)}
@@ -213,6 +245,7 @@ def build_ingress_app(
                     routes.timeouts.get(id_, settings.request_timeout_s),
                     gates.get(id_),
                     retry_after,
+                    health,
                 )
                 for id_, handle in handles.items()
             }
@@ -228,6 +261,12 @@ class _Target:
     gate: AdmissionGate | None
     """Only for what runs in this process; Serve bounds handle calls itself."""
     retry_after: dict[str, str]
+    health: HealthMonitor | None = None
+
+    def known_unavailable(self) -> bool:
+        """A deployment with no running replica: answer 503 now instead of waiting."""
+        name = getattr(self.handle, "deployment_name", None)
+        return self.health is not None and name is not None and self.health.known_missing(name)
 
 
 def _make_endpoint(method: str, targets: dict[str, _Target]):
@@ -259,11 +298,11 @@ async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
     release = _nothing
     gen = None
     try:
+        if target.known_unavailable():
+            raise unavailable(target.id)
         if target.gate is not None:
             release = await target.gate.enter(target.timeout_s)
-        gen = getattr(target.handle.options(stream=True), method).remote(body)
-        async with asyncio.timeout_at(deadline):
-            first = await gen.__anext__()
+        gen, first = await _first_item(target, method, body, deadline)
     except asyncio.CancelledError:  # the client left: free the engine, don't log a 500
         _close(gen, release)
         metrics.observe_request(target.id, method, 499, time.perf_counter() - start)
@@ -284,6 +323,50 @@ async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
         ping=15,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def _first_item(target: _Target, method: str, body: dict[str, Any], deadline: float):
+    """Start the call and wait for its first item.
+
+    A replica that answered 503 or died before sending anything did no work
+    for this request, so it is safe to replay on another replica: Serve's
+    router has dropped a dead replica by then. In-process targets are not
+    replayed (there is no other engine here; HAProxy retries the 503 on
+    another ingress replica).
+    """
+    delays = () if target.gate is not None else _RETRY_DELAYS_S
+    attempts = len(delays) + 1
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            await asyncio.sleep(delays[attempt - 2])
+        gen = getattr(target.handle.options(stream=True), method).remote(body)
+        try:
+            async with asyncio.timeout_at(deadline):
+                first = await gen.__anext__()
+        except Exception as exc:
+            if attempt < attempts and _unavailable(exc):
+                gen.cancel()
+                logger.warning("%s.%s: replica unavailable, retrying", target.id, method)
+                continue
+            gen.cancel()
+            raise
+        except BaseException:
+            gen.cancel()
+            raise
+        if attempt < attempts and isinstance(first, dict) and status_of(first) == 503:
+            gen.cancel()
+            logger.warning("%s.%s: replica answered 503, retrying", target.id, method)
+            continue
+        return gen, first
+    raise AssertionError("unreachable")
+
+
+def _unavailable(exc: Exception) -> bool:
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    if isinstance(exc, APIError):
+        return exc.status == 503
+    return isinstance(exc, (RayActorError, ActorDiedError, ActorUnavailableError))
 
 
 async def _relay(
@@ -364,73 +447,3 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
         except UnicodeEncodeError:
             raise APIError(400, "request body holds an unpaired UTF-16 surrogate") from None
     return body
-
-
-class _GuardMiddleware:
-    """API keys on every route but ``/health``, and the request body size limit.
-
-    A plain ASGI middleware so an oversized body is refused while it streams
-    in, not after it has been buffered.
-    """
-
-    def __init__(self, app, settings: IngressSettings):
-        self.app = app
-        self.keys = [k.encode() for k in settings.api_keys]
-        self.limit = settings.max_request_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or _route_path(scope) == "/health":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if self.keys and not self._authorized(headers.get(b"authorization", b"")):
-            return await _send_error(send, APIError(401, "invalid or missing API key"))
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await _send_error(send, self._too_large())
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise self._too_large()
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except APIError as exc:
-            if exc.status != 413:
-                raise
-            await _send_error(send, exc)
-
-    def _authorized(self, header: bytes) -> bool:
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        return any(hmac.compare_digest(token.strip(), key) for key in self.keys)
-
-    def _too_large(self) -> APIError:
-        return APIError(413, f"request body exceeds {self.limit} bytes")
-
-
-async def _send_error(send, exc: APIError) -> None:
-    body = json.dumps(exc.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": exc.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _route_path(scope) -> str:
-    """The request path below the app's mount point (Serve's route prefix)."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path

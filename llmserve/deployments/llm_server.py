@@ -12,11 +12,25 @@ Each method is an async generator, called through a streaming handle:
 Each event is yielded the moment vLLM produces it: there is no timer. When
 the consumer is slower than the engine, vLLM's output collector merges the
 pending deltas into one event, so batching adapts to load by itself.
+
+When the engine dies, requests get 503 (in-flight streams an SSE error
+event), never vLLM's 500. What happens next depends on where the server runs:
+
+- as its own Serve deployment, the replica exits, so that Serve's router
+  stops choosing it at once (a replica that answers 503 instantly would look
+  like the least busy one) and the controller starts a replacement;
+- inside the ingress (the fused model), the engine is restarted in place:
+  the ingress replica keeps answering ``/health`` and other models, and
+  with several ingress replicas HAProxy retries the 503 on another one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -29,6 +43,9 @@ from llmserve.openai.errors import APIError, error_body, unavailable
 logger = logging.getLogger("llmserve")
 
 _ERROR_EVENT = 'data: {"error"'
+_WATCH_PERIOD_S = 0.5
+_RESTART_ATTEMPTS = 3
+_EXIT_DELAY_S = 0.5
 
 
 class LLMServer:
@@ -36,21 +53,65 @@ class LLMServer:
 
     async def __init__(self, model, home: str | None = None):
         # Serve awaits an async constructor; start the engine before serving.
-        await self._start(model, home)
+        await self._start(model, home, restart_in_place=False)
 
     @classmethod
     async def create(cls, model, home: str | None = None) -> LLMServer:
         """An LLM server in this process (the ingress uses it for its fused model)."""
         server = cls.__new__(cls)
-        await server._start(model, home)
+        await server._start(model, home, restart_in_place=True)
         return server
 
-    async def _start(self, model, home: str | None) -> None:
+    async def _start(self, model, home: str | None, restart_in_place: bool) -> None:
         self.model_id = model.id
-        bundle = await start_engine(model, Path(home) if home else None)
+        self._model, self._home = model, Path(home) if home else None
+        self._restart_in_place = restart_in_place
+        self._recovering: asyncio.Task | None = None
+        self._gave_up = False
+        await self._start_engine()
+        self._watch = asyncio.create_task(self._watch_engine())
+
+    async def _start_engine(self) -> None:
+        bundle = await start_engine(self._model, self._home)
         self._engine = bundle.engine
         self._chat = bundle.state.openai_serving_chat
         self._completion = bundle.state.openai_serving_completion
+
+    def ready(self) -> bool:
+        """Whether the engine can take a request now (not dead, not restarting)."""
+        if self._engine.errored and self._recovering is None:
+            self._recovering = asyncio.create_task(self._recover())
+        return self._recovering is None
+
+    async def _watch_engine(self) -> None:
+        # Notice a dead engine without waiting for a request or a health check.
+        while True:
+            await asyncio.sleep(_WATCH_PERIOD_S)
+            self.ready()
+
+    async def _recover(self) -> None:
+        died = time.monotonic()
+        if not self._restart_in_place:
+            logger.error("model %s: the vLLM engine died; this replica exits", self.model_id)
+            # Let the in-flight requests' 503s go out first.
+            await asyncio.sleep(_EXIT_DELAY_S)
+            os._exit(1)
+        logger.error("model %s: the vLLM engine died; restarting it", self.model_id)
+        with contextlib.suppress(Exception):
+            self._engine.shutdown()
+        for attempt in range(1, _RESTART_ATTEMPTS + 1):
+            try:
+                await self._start_engine()
+            except Exception:
+                logger.exception("model %s: engine restart %d failed", self.model_id, attempt)
+                continue
+            metrics.ENGINE_RESTARTS.labels(self.model_id).inc()
+            logger.warning(
+                "model %s: engine restarted in %.1f s", self.model_id, time.monotonic() - died
+            )
+            self._recovering = None
+            return
+        self._gave_up = True  # check_health now fails: Serve replaces the replica
 
     async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -74,7 +135,7 @@ class LLMServer:
         if error is not None:
             yield error
             return
-        if self._engine.errored:
+        if not self.ready():
             yield self._unavailable().body()
             return
         try:
@@ -98,9 +159,7 @@ class LLMServer:
             yield event
 
     def _unavailable(self) -> APIError:
-        logger.error(
-            "model %s: the vLLM engine is dead; Serve will replace the replica", self.model_id
-        )
+        self.ready()  # starts the recovery if nothing has yet
         return unavailable(self.model_id)
 
     async def metrics_text(self) -> bytes:
@@ -108,5 +167,15 @@ class LLMServer:
         return metrics.local_exposition()
 
     async def check_health(self) -> None:
-        # Raising here makes Serve replace the replica.
+        """Serve's health check. Raising makes Serve replace the replica, so an
+        engine being restarted in place is not a failure; one that could not be is."""
+        if self._gave_up:
+            raise RuntimeError(f"model {self.model_id}: the engine could not be restarted")
+        if self.ready():
+            await self._engine.check_health()
+
+    async def probe(self) -> None:
+        """For ``/health``: raises unless the engine can take a request now."""
+        if not self.ready():
+            raise RuntimeError(f"model {self.model_id}: the engine is restarting")
         await self._engine.check_health()

@@ -39,6 +39,11 @@ FIRST_CHUNK = Histogram(
     ["model"],
     buckets=_LATENCY_BUCKETS,
 )
+ENGINE_RESTARTS = Counter(
+    "llmserve_engine_restarts",
+    "vLLM engines that died and were restarted in place (fused models).",
+    ["model"],
+)
 
 
 ADMITTED = Gauge(

@@ -9,12 +9,14 @@ output, usage, error messages).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmserve.engine.args import build_engine_args, prepare_process_env, resolve_device
 from llmserve.engine.flavour import check_vllm_flavour
+from llmserve.engine.reaper import child_processes, reap_on_exit
 
 if TYPE_CHECKING:
     from starlette.datastructures import State
@@ -51,12 +53,20 @@ async def start_engine(
         # Serve created this replica inside a placement group with one bundle
         # per rank (see llmserve.placement); vLLM's Ray executor fills it.
         vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
-    engine = AsyncLLM.from_vllm_config(
+    before = child_processes()
+    # Starting the engine core blocks for seconds (process start, model load,
+    # handshake); off the event loop, a replica that restarts its engine keeps
+    # answering /health and other models meanwhile. vLLM starts the engine's
+    # output handler on this loop at its first request.
+    engine = await asyncio.to_thread(
+        AsyncLLM.from_vllm_config,
         vllm_config,
         usage_context=UsageContext.OPENAI_API_SERVER,
         disable_log_stats=engine_args.disable_log_stats,
         enable_log_requests=engine_args.enable_log_requests,
     )
+    # The engine core (and CPU TP workers) must not outlive this process.
+    reap_on_exit(child_processes() - before)
     frontend = {f.name: getattr(FrontendArgs(), f.name) for f in dataclasses.fields(FrontendArgs)}
     args = argparse.Namespace(**(frontend | vars(engine_args)))
     state = State()

@@ -73,6 +73,10 @@ class Model_:
                 raise _exception(arg)
         elif kind == "empty":
             return
+        elif kind == "flaky":  # the first call fails before any byte, the next ones answer
+            if len(self.calls) == 1:
+                raise _exception(arg) if arg != "503" else APIError(503, "engine dead")
+            yield {"object": "answer", "method": method, "echo": body}
         elif kind == "hang":  # a first answer that never comes, or a stream that stalls
             self.ended.append("started")
             try:
@@ -449,6 +453,29 @@ def test_a_dead_replica_is_503_with_retry_after(client: TestClient) -> None:
     err = _assert_error(response, 503)
     assert response.headers["retry-after"] == "1"
     assert err["message"].startswith("'m' is unavailable")
+
+
+def test_a_dead_replica_is_tried_four_times_then_503(client: TestClient, model: Model_) -> None:
+    _post(client, {"model": "m", "do": "raise:actor_died"})
+    assert len(model.calls) == 4
+
+
+@pytest.mark.parametrize("failure", ["actor_died", "503"])
+def test_a_call_that_failed_before_its_first_byte_is_replayed(
+    client: TestClient, model: Model_, failure: str
+) -> None:
+    response = _post(client, {"model": "m", "do": f"flaky:{failure}"})
+    assert response.status_code == 200
+    assert response.json()["object"] == "answer"
+    assert len(model.calls) == 2
+
+
+def test_a_stream_that_failed_after_its_first_byte_is_not_replayed(
+    client: TestClient, model: Model_
+) -> None:
+    response = _post(client, {"model": "m", "do": "stream:actor_died"})
+    assert '"code": 503' in response.text or '"code":503' in response.text
+    assert len(model.calls) == 1
 
 
 def test_an_unexpected_error_is_500_without_details(client: TestClient) -> None:

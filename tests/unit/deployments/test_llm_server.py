@@ -21,6 +21,14 @@ DEAD_EVENT = "data: " + json.dumps(error_body(500, "EngineCore encountered an is
 class Engine:
     def __init__(self, errored: bool = False) -> None:
         self.errored = errored
+        self.shut_down = False
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+    async def check_health(self) -> None:
+        if self.errored:
+            raise RuntimeError("engine dead")
 
 
 class Answer:
@@ -31,9 +39,20 @@ class Answer:
         return self._body
 
 
-def _server(engine: Engine) -> LLMServer:
+def _server(engine: Engine, starts: list[Engine] | None = None) -> LLMServer:
+    """An LLMServer around a fake engine; ``starts`` are the engines a restart gets."""
     server = LLMServer.__new__(LLMServer)
     server.model_id, server._engine = "m", engine
+    server._restart_in_place, server._recovering, server._gave_up = True, None, False
+    fresh = list(starts or [])
+
+    async def start_engine() -> None:
+        await asyncio.sleep(0)
+        if not fresh:
+            raise RuntimeError("no engine to start")
+        server._engine = fresh.pop(0)
+
+    server._start_engine = start_engine
     return server
 
 
@@ -103,3 +122,32 @@ def _request_type():
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
     return ChatCompletionRequest
+
+
+def test_a_fused_engine_that_died_is_restarted_in_place() -> None:
+    dead, fresh = Engine(errored=True), Engine()
+    server = _server(dead, starts=[fresh])
+
+    async def run() -> None:
+        assert not server.ready()  # starts the restart
+        await server.check_health()  # restarting is not a reason to replace the replica
+        with pytest.raises(RuntimeError):
+            await server.probe()  # but /health says 503 meanwhile
+        await server._recovering
+        assert server.ready() and server._engine is fresh
+        await server.probe()
+
+    asyncio.run(run())
+    assert dead.shut_down
+
+
+def test_an_engine_that_cannot_be_restarted_fails_the_serve_health_check() -> None:
+    server = _server(Engine(errored=True), starts=[])
+
+    async def run() -> None:
+        assert not server.ready()
+        await server._recovering
+        with pytest.raises(RuntimeError, match="could not be restarted"):
+            await server.check_health()
+
+    asyncio.run(run())

@@ -1,0 +1,197 @@
+"""One small app, started as a user starts it (`llmserve run`), for the fault suite.
+
+- ``tiny``: the tiny model fused into the ingress (one ingress replica);
+- ``pair``: the same model as its own deployment with 2 replicas.
+
+The tests break it in order (engine kills, a replica SIGKILL) and the last
+one stops it with SIGTERM, so the whole suite pays for one start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.helpers import free_port
+
+STARTUP_TIMEOUT_S = 600
+GRACEFUL_S = 20
+MODEL = {
+    "source": "builtin:tiny-llama",
+    "device": "cpu",
+    "engine_kwargs": {"dtype": "float32", "max_model_len": 512, "enforce_eager": True},
+    "env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+}
+
+
+@dataclass
+class FaultApp:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def processes(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        return []
+
+    def replicas(self, deployment: str) -> list[psutil.Process]:
+        """Serve replica processes of ``deployment`` (by Ray's process title)."""
+        found = []
+        for p in self.processes():
+            with contextlib.suppress(psutil.Error):
+                if f"ServeReplica:llmserve:{deployment}" in " ".join(p.cmdline()):
+                    found.append(p)
+        return found
+
+
+def engine_cores(replica: psutil.Process) -> list[psutil.Process]:
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for p in replica.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name():
+                    found.append(p)
+    return found
+
+
+@pytest.fixture(scope="package")
+def fault_app(tmp_path_factory) -> FaultApp:
+    tmp = tmp_path_factory.mktemp("faults")
+    port = free_port()
+    config = {
+        "ingress": {"port": port, "fused_model": "tiny", "request_timeout_s": 120},
+        "models": [
+            {"id": "tiny", **MODEL, "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S}},
+            {"id": "pair", **MODEL, "deployment": {"num_replicas": 2}},
+        ],
+    }
+    (tmp / "faults.yaml").write_text(yaml.safe_dump(config))
+    log_path = tmp / "llmserve.log"
+    llmserve = Path(sys.executable).parent / "llmserve"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(llmserve), "run", str(tmp / "faults.yaml")],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    app = FaultApp(f"http://127.0.0.1:{port}", proc, log_path)
+    started = time.monotonic()
+    try:
+        while "is serving" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() - started > STARTUP_TIMEOUT_S:
+                pytest.fail(f"llmserve run did not start:\n{log_path.read_text()[-4000:]}")
+            time.sleep(2)
+        yield app
+    finally:
+        survivors = app.processes()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for p in survivors:  # never leave engines behind for the rest of the suite
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+@dataclass
+class Outcome:
+    started: float
+    ended: float
+    stream: bool
+    status: int | str
+    retry_after: str | None = None
+    error_code: int | None = None
+    """The error's code: of the JSON answer, or of the SSE error event."""
+    chunks: int = 0
+    done: bool = False
+    text: str = ""
+
+
+@dataclass
+class Traffic:
+    """Clients sending requests back to back until stopped; every outcome is kept."""
+
+    url: str
+    model: str
+    clients: int = 4
+    max_tokens: int = 64
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=120) as client:
+            await asyncio.gather(*(self._client(client, i, stop) for i in range(self.clients)))
+
+    async def _client(self, client: httpx.AsyncClient, i: int, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            outcome = await self._one(client, stream=(i + n) % 2 == 0)
+            self.outcomes.append(outcome)
+            if outcome.retry_after:  # as the OpenAI SDK does
+                await asyncio.sleep(float(outcome.retry_after))
+
+    async def _one(self, client: httpx.AsyncClient, stream: bool) -> Outcome:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Count to ten."}],
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": stream,
+        }
+        o = Outcome(started=time.monotonic(), ended=0.0, stream=stream, status=0)
+        try:
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                o.status, o.retry_after = r.status_code, r.headers.get("retry-after")
+                if r.headers.get("content-type", "").startswith("text/event-stream"):
+                    async for line in r.aiter_lines():
+                        _event(o, line)
+                else:
+                    answer = json.loads(await r.aread())
+                    if "error" in answer:
+                        o.error_code = answer["error"].get("code")
+                    else:
+                        o.text = answer["choices"][0]["message"]["content"]
+        except httpx.HTTPError as exc:
+            o.status = type(exc).__name__
+        o.ended = time.monotonic()
+        return o
+
+
+def _event(o: Outcome, line: str) -> None:
+    if not line.startswith("data: "):
+        return
+    data = line[len("data: ") :]
+    if data == "[DONE]":
+        o.done = True
+        return
+    event = json.loads(data)
+    if "error" in event:
+        o.error_code = event["error"].get("code")
+        return
+    o.chunks += 1
+    for choice in event.get("choices", []):
+        o.text += (choice.get("delta") or {}).get("content") or ""
+
+
+def ok(o: Outcome) -> bool:
+    return o.status == 200 and o.error_code is None and (not o.stream or o.done)
