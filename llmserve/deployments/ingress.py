@@ -55,6 +55,8 @@ class IngressSettings:
     max_request_body_bytes: int = 1 << 20
     request_timeout_s: float = 300.0
     retry_after_s: int = 1
+    metrics_timeout_s: float = 2.0
+    """How long ``/metrics`` waits for the replicas; the late ones are left out."""
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Routes:
     retrieve: dict[str, Any] = field(default_factory=dict)
     model_cards: list[dict[str, Any]] = field(default_factory=list)
     metrics_sources: list[Any] = field(default_factory=list)
+    """Handles of the deployments whose replicas ``/metrics`` asks (``metrics_text``)."""
     timeouts: dict[str, float] = field(default_factory=dict)
     """Per served id, where it overrides ``IngressSettings.request_timeout_s``."""
     limits: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -98,7 +101,8 @@ class Ingress:
     With a fused model, that model's vLLM engine runs in this replica and its
     requests are served in-process, exactly like vLLM's own server: the
     token stream crosses no Ray hop. RAG pipelines that generate with it run
-    their router here too. Nothing ever calls back into the ingress.
+    their router here too. No request ever calls back into the ingress; only
+    ``/metrics`` asks every ingress replica for its ``metrics_text``.
     """
 
     async def __init__(self, settings: IngressSettings, routes: Routes, fused=None, home=None):
@@ -112,6 +116,7 @@ class Ingress:
             chat=dict(routes.chat),
             completions=dict(routes.completions),
             retrieve=dict(routes.retrieve),
+            metrics_sources=[*routes.metrics_sources, *_own_deployment()],
         )
         self._local = None
         if fused is not None:
@@ -145,6 +150,10 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_ingress_app(self.settings, self.routes, self._health, self._drain)
 
+    async def metrics_text(self) -> metrics.ReplicaMetrics:
+        """This replica's metrics (and its fused engine's), for the replica answering /metrics."""
+        return metrics.replica_exposition()
+
     async def check_health(self) -> None:
         if self._local is not None:
             await self._local.check_health()
@@ -157,6 +166,19 @@ def _replica_id() -> str:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:  # outside a replica (unit tests)
         return "local"
+
+
+def _own_deployment() -> list[Any]:
+    """A handle to this replica's own deployment, so /metrics reaches the other ingress
+    replicas too. Only ``broadcast`` uses it, which bypasses the request queues, so
+    this is no request cycle."""
+    from ray import serve
+
+    try:
+        context = serve.get_replica_context()
+    except Exception:  # outside a replica (unit tests)
+        return []
+    return [serve.get_deployment_handle(context.deployment, context.app_name)]
 
 
 def _app_name() -> str:
@@ -219,12 +241,11 @@ def build_ingress_app(
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        texts = await asyncio.gather(
-            *(h.metrics_text.remote() for h in routes.metrics_sources), return_exceptions=True
-        )
-        body = metrics.merge_exposition(
-            [metrics.local_exposition()] + [t for t in texts if isinstance(t, bytes)]
-        )
+        others = await metrics.scrape(routes.metrics_sources, settings.metrics_timeout_s)
+        # This replica's own part is read after the others, so that it counts this
+        # scrape's errors, and put first: it wins over the copy the broadcast brings,
+        # so it is there even when that copy is late.
+        body = metrics.merge_exposition([metrics.replica_exposition(), *others])
         return Response(body, media_type=metrics.CONTENT_TYPE)
 
     endpoints = {

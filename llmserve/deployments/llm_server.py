@@ -162,9 +162,9 @@ class LLMServer:
         self.ready()  # starts the recovery if nothing has yet
         return unavailable(self.model_id)
 
-    async def metrics_text(self) -> bytes:
-        """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine gauges."""
-        return metrics.local_exposition()
+    async def metrics_text(self) -> metrics.ReplicaMetrics:
+        """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine metrics."""
+        return metrics.replica_exposition()
 
     async def check_health(self) -> None:
         """Serve's health check. Raising makes Serve replace the replica, so an

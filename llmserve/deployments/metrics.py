@@ -1,12 +1,21 @@
-"""Prometheus metrics for the ingress, and merging of every deployment's metrics.
+"""Prometheus metrics for the ingress, and one scrape over every replica of the app.
 
 Each process keeps its own prometheus-client registry (vLLM registers its
-``vllm:*`` engine metrics in the LLM server's). ``/metrics`` asks every
-deployment for its exposition text and merges same-named families, so one
-scrape shows the whole app.
+``vllm:*`` engine metrics in the LLM server's, and in the ingress's for a
+fused model). ``/metrics`` asks every replica of every deployment, the
+ingress's included, for its exposition (Serve's ``DeploymentHandle.broadcast``)
+and merges them, each sample labelled with the ``replica`` that counted it:
+the same label Serve's own ``ray_serve_*`` metrics use. Sums over replicas are
+the app's totals, and a series never flips between replicas' values.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,8 +26,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+logger = logging.getLogger("llmserve")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+REPLICA_LABEL = "replica"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -52,6 +65,12 @@ ADMITTED = Gauge(
     ["model", "state"],
 )
 
+SCRAPE_ERRORS = Counter(
+    "llmserve_metrics_scrape_errors",
+    "Replicas left out of a /metrics answer: they failed or did not answer in time.",
+    ["deployment"],
+)
+
 
 def observe_request(model: str, endpoint: str, status: int, seconds: float) -> None:
     REQUESTS.labels(model, endpoint, str(status)).inc()
@@ -62,28 +81,119 @@ def observe_first_chunk(model: str, seconds: float) -> None:
     FIRST_CHUNK.labels(model).observe(seconds)
 
 
-def local_exposition() -> bytes:
-    return generate_latest(REGISTRY)
+@dataclass(frozen=True)
+class ReplicaMetrics:
+    """One replica's exposition, as a deployment's ``metrics_text`` returns it."""
+
+    replica: str
+    """Serve's replica id (``ReplicaID.unique_id``); empty outside a replica."""
+    text: bytes
 
 
-def merge_exposition(texts: list[bytes]) -> bytes:
-    """Merge Prometheus text expositions; samples of same-named families are joined."""
-    families: dict[str, object] = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text.decode()):
+def replica_exposition() -> ReplicaMetrics:
+    """This process's registry, named by the Serve replica it runs."""
+    return ReplicaMetrics(_replica_id(), generate_latest(REGISTRY))
+
+
+def _replica_id() -> str:
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a replica (unit tests)
+        return ""
+
+
+async def scrape(handles: Iterable[Any], timeout_s: float) -> list[ReplicaMetrics]:
+    """Every replica's ``metrics_text()`` from each deployment handle, within ``timeout_s``.
+
+    A replica that fails or has not answered by then is left out and counted in
+    ``llmserve_metrics_scrape_errors``; the scrape itself never waits longer.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    per_deployment = await asyncio.gather(*(_scrape_one(h, deadline) for h in handles))
+    return [part for parts in per_deployment for part in parts]
+
+
+async def _scrape_one(handle: Any, deadline: float) -> list[ReplicaMetrics]:
+    name = handle.deployment_name
+    try:
+        # broadcast() bypasses the replicas' request queues, so a saturated
+        # replica still answers.
+        response = handle.broadcast("metrics_text")
+        async with asyncio.timeout_at(deadline):
+            calls = await _replica_calls(response)
+    except Exception as exc:  # no running replica, or none known in time
+        _count_error(name, exc)
+        return []
+
+    async def one(call) -> ReplicaMetrics | None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await call.get_async()
+        except Exception as exc:
+            _count_error(name, exc)
+            return None
+
+    return [part for part in await asyncio.gather(*(one(c) for c in calls)) if part is not None]
+
+
+async def _replica_calls(response: Any) -> list[Any]:
+    # Ray 2.60's public results_async() times the broadcast out as a whole, so one
+    # stuck replica would hide all of its deployment; the per-replica results are
+    # only reachable here. Should the method go, the whole-deployment way remains.
+    fetch = getattr(response, "_fetch_replica_results_async", None)
+    if fetch is not None:
+        return await fetch()
+    results = await response.results_async(return_exceptions=True)
+    return [_Done(r) for r in results]
+
+
+@dataclass
+class _Done:
+    value: Any
+
+    async def get_async(self) -> Any:
+        if isinstance(self.value, BaseException):
+            raise self.value
+        return self.value
+
+
+def _count_error(deployment: str, exc: BaseException) -> None:
+    logger.warning("/metrics: a replica of %s left out: %r", deployment, exc)
+    SCRAPE_ERRORS.labels(deployment).inc()
+
+
+def merge_exposition(parts: list[ReplicaMetrics]) -> bytes:
+    """Merge replicas' Prometheus expositions into one.
+
+    Every sample gets its replica's ``replica`` label, so same-named series
+    of different replicas stay apart; a family's HELP and TYPE appear once.
+    A replica sent twice is kept once.
+    """
+    families: dict[str, Any] = {}
+    seen_replicas: set[str] = set()
+    for part in parts:
+        if part.replica in seen_replicas:
+            continue
+        seen_replicas.add(part.replica)
+        for family in text_string_to_metric_families(part.text.decode()):
+            samples = [_labelled(s, part.replica) for s in family.samples]
             known = families.get(family.name)
             if known is None:
+                family.samples = samples
                 families[family.name] = family
             else:
-                seen = {(s.name, tuple(sorted(s.labels.items()))) for s in known.samples}
-                known.samples.extend(
-                    s
-                    for s in family.samples
-                    if (s.name, tuple(sorted(s.labels.items()))) not in seen
-                )
+                known.samples.extend(samples)
 
     class _Merged:
         def collect(self):
             return families.values()
 
     return generate_latest(_Merged())
+
+
+def _labelled(sample: Sample, replica: str) -> Sample:
+    if not replica:
+        return sample
+    return sample._replace(labels={**sample.labels, REPLICA_LABEL: replica})

@@ -16,8 +16,8 @@ class PoolingServer:
         self._engine = bundle.engine
         self._state = bundle.state
 
-    async def metrics_text(self) -> bytes:
-        return metrics.local_exposition()
+    async def metrics_text(self) -> metrics.ReplicaMetrics:
+        return metrics.replica_exposition()
 
     async def check_health(self) -> None:
         await self._engine.check_health()

@@ -114,8 +114,8 @@ class RAGRouter:
             "data": [{"object": "retrieval.chunk", **hit} for hit in hits],
         }
 
-    async def metrics_text(self) -> bytes:
-        return metrics.local_exposition()
+    async def metrics_text(self) -> metrics.ReplicaMetrics:
+        return metrics.replica_exposition()
 
     # --- stages ---
 

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 PIPELINE = "rag-docs"
 QUESTION = "Which command builds or refreshes the RAG index of a pipeline?"
@@ -151,5 +152,14 @@ def test_rerank_orders_by_score_and_puts_the_relevant_document_first(default_app
 
 def test_rag_stage_histograms_are_exported(default_app):
     text = httpx.get(f"{default_app}/metrics", timeout=60).text
-    for stage in ("retrieve", "rerank", "generate_first_token"):
-        assert f'llmserve_rag_stage_seconds_count{{pipeline="{PIPELINE}",stage="{stage}"}}' in text
+    counts = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llmserve_rag_stage_seconds_count"
+        and sample.labels.get("pipeline") == PIPELINE
+    ]
+    # each labelled with the replica that timed it (the ingress's, when the router runs there)
+    assert all(sample.labels.get("replica") for sample in counts)
+    stages = {sample.labels["stage"] for sample in counts if sample.value > 0}
+    assert {"retrieve", "rerank", "generate_first_token"} <= stages

@@ -129,21 +129,55 @@ EVENTS = [
 
 
 class MetricsSource:
-    """What the ingress needs from a deployment handle for /metrics:
-    ``handle.metrics_text.remote()`` awaiting to exposition bytes."""
+    """What the ingress needs from a deployment handle for /metrics: its
+    ``deployment_name`` and ``broadcast("metrics_text")``, with one call per replica.
 
-    def __init__(self, text: bytes | None = None, fail: bool = False) -> None:
-        self._text, self._fail = text, fail
-        self.metrics_text = self
+    Each replica answers its text, or ``FAIL`` (the actor died) or ``HANG`` (never answers).
+    ``per_replica=False`` leaves out the per-replica results, so the ingress has only
+    ``results_async`` (the public, whole-broadcast way).
+    """
 
-    async def _get(self) -> bytes:
-        if self._fail:
+    def __init__(self, name: str, replicas: dict[str, Any], per_replica: bool = True) -> None:
+        self.deployment_name = name
+        self.replicas = replicas
+        self.per_replica = per_replica
+        self.broadcasts: list[str] = []
+
+    def broadcast(self, method: str):
+        self.broadcasts.append(method)
+        calls = [_ReplicaCall(id_, answer) for id_, answer in self.replicas.items()]
+        return _Broadcast(calls) if self.per_replica else _WholeBroadcast(calls)
+
+
+FAIL, HANG = "fail", "hang"
+
+
+class _ReplicaCall:
+    def __init__(self, replica: str, answer: Any) -> None:
+        self.replica, self.answer = replica, answer
+
+    async def get_async(self) -> metrics.ReplicaMetrics:
+        if self.answer == FAIL:
             raise ActorDiedError()
-        assert self._text is not None
-        return self._text
+        if self.answer == HANG:
+            await asyncio.sleep(3600)
+        return metrics.ReplicaMetrics(self.replica, self.answer)
 
-    def remote(self):
-        return self._get()
+
+class _Broadcast:
+    def __init__(self, calls: list[_ReplicaCall]) -> None:
+        self.calls = calls
+
+    async def _fetch_replica_results_async(self) -> list[_ReplicaCall]:
+        return self.calls
+
+
+class _WholeBroadcast:
+    def __init__(self, calls: list[_ReplicaCall]) -> None:
+        self.calls = calls
+
+    async def results_async(self, return_exceptions: bool = False) -> list[Any]:
+        return await asyncio.gather(*(c.get_async() for c in self.calls), return_exceptions=True)
 
 
 CARDS = [
@@ -158,13 +192,18 @@ def model() -> Model_:
 
 
 def _client(
-    routes: Routes, api_keys: list[str] | None = None, health=None, timeout_s: float = 300
+    routes: Routes,
+    api_keys: list[str] | None = None,
+    health=None,
+    timeout_s: float = 300,
+    metrics_timeout_s: float = 2.0,
 ) -> Iterator[TestClient]:
     settings = IngressSettings(
         api_keys=[KEY] if api_keys is None else api_keys,
         max_request_body_bytes=LIMIT,
         request_timeout_s=timeout_s,
         retry_after_s=1,
+        metrics_timeout_s=metrics_timeout_s,
     )
     with TestClient(build_ingress_app(settings, routes, health)) as client:
         yield client
@@ -611,7 +650,8 @@ def _families(text: str) -> dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
-def _engine_metrics(engine: str, running: float) -> bytes:
+def _engine_metrics(running: float, finished: float = 0) -> bytes:
+    """One LLM server replica's registry: the same series in every replica."""
     registry = CollectorRegistry()
     gauge = Gauge(
         "vllm:num_requests_running",
@@ -619,27 +659,44 @@ def _engine_metrics(engine: str, running: float) -> bytes:
         ["model_name", "engine"],
         registry=registry,
     )
-    gauge.labels("m", engine).set(running)
+    gauge.labels("m", "0").set(running)
+    counter = Counter(
+        "vllm:request_success",
+        "Count of successfully processed requests.",
+        ["model_name", "engine", "finished_reason"],
+        registry=registry,
+    )
+    counter.labels("m", "0", "length").inc(finished)
     return generate_latest(registry)
 
 
-def test_metrics_merges_every_deployment_and_counts_requests(model: Model_) -> None:
-    routes = Routes(
-        chat={"m": LocalHandle(model)},
-        metrics_sources=[
-            MetricsSource(_engine_metrics("0", 3)),
-            MetricsSource(fail=True),  # one dead replica must not break the scrape
-            MetricsSource(_engine_metrics("1", 5)),
-        ],
-    )
-    for client in _client(routes):
+def _scrape_errors(deployment: str) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"deployment": deployment}
+    return REGISTRY.get_sample_value("llmserve_metrics_scrape_errors_total", labels) or 0.0
+
+
+def _by_replica(family, sample_name: str) -> dict[str, float]:
+    return {s.labels["replica"]: s.value for s in family.samples if s.name == sample_name}
+
+
+def test_metrics_has_every_replica_once_and_skips_the_failed_and_the_late(model: Model_) -> None:
+    llm = MetricsSource("llm-m", {"r1": _engine_metrics(3), "r2": _engine_metrics(5), "r3": FAIL})
+    rag = MetricsSource("rag-p", {"r4": HANG})
+    routes = Routes(chat={"m": LocalHandle(model)}, metrics_sources=[llm, rag])
+    errors_before = _scrape_errors("llm-m"), _scrape_errors("rag-p")
+    for client in _client(routes, metrics_timeout_s=0.3):
         assert _post(client, {"model": "m"}).status_code == 200
         response = client.get("/metrics", headers=AUTH)
+        assert response.elapsed.total_seconds() < 2  # the hung replica waits 0.3 s, not 1 h
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+    assert llm.broadcasts == rag.broadcasts == ["metrics_text"]
     families = _families(response.text)
-    running = {s.labels["engine"]: s.value for s in families["vllm:num_requests_running"].samples}
-    assert running == {"0": 3.0, "1": 5.0}
+    running = _by_replica(families["vllm:num_requests_running"], "vllm:num_requests_running")
+    assert running == {"r1": 3.0, "r2": 5.0}
+    # the ingress's own series (outside Serve this process has no replica id)
     requests = [
         s
         for s in families["llmserve_requests"].samples
@@ -647,45 +704,52 @@ def test_metrics_merges_every_deployment_and_counts_requests(model: Model_) -> N
         and s.labels == {"model": "m", "endpoint": "chat", "status": "200"}
     ]
     assert requests and requests[0].value >= 1
+    # each skipped replica is counted, and this very scrape shows it
+    assert (_scrape_errors("llm-m"), _scrape_errors("rag-p")) == (
+        errors_before[0] + 1,
+        errors_before[1] + 1,
+    )
+    errors = _families(response.text)["llmserve_metrics_scrape_errors"].samples
+    shown = {s.labels["deployment"]: s.value for s in errors if s.name.endswith("_total")}
+    assert shown["rag-p"] == errors_before[1] + 1
 
 
-def test_merge_exposition_joins_families_without_duplicate_headers() -> None:
-    def exposition(replica: str, requests: int, with_histogram: bool) -> bytes:
+def test_metrics_without_per_replica_results_still_reaches_every_replica() -> None:
+    llm = MetricsSource("llm-m", {"r1": _engine_metrics(1), "r2": _engine_metrics(2)}, False)
+    for client in _client(Routes(metrics_sources=[llm])):
+        text = client.get("/metrics", headers=AUTH).text
+    running = _by_replica(_families(text)["vllm:num_requests_running"], "vllm:num_requests_running")
+    assert running == {"r1": 1.0, "r2": 2.0}
+
+
+def test_merge_exposition_keeps_each_replicas_series_apart() -> None:
+    def ingress(replica: str, answered: int) -> metrics.ReplicaMetrics:
         registry = CollectorRegistry()
-        counter = Counter("llmserve_rag_queries", "RAG queries.", ["replica"], registry=registry)
-        counter.labels(replica).inc(requests)
-        gauge = Gauge("vllm:kv_cache_usage_perc", "KV cache usage.", registry=registry)
-        gauge.set(0.25)  # the same series in both: must appear once
-        if with_histogram:
-            hist = Histogram("llmserve_stage_seconds", "Stage time.", ["stage"], registry=registry)
-            hist.labels("retrieve").observe(0.02)
-        return generate_latest(registry)
+        counter = Counter(
+            "llmserve_requests", "Requests.", ["model", "endpoint", "status"], registry=registry
+        )
+        counter.labels("m", "chat", "200").inc(answered)
+        hist = Histogram("llmserve_stage_seconds", "Stage time.", ["stage"], registry=registry)
+        hist.labels("retrieve").observe(0.02 * answered)
+        return metrics.ReplicaMetrics(replica, generate_latest(registry))
 
-    merged = metrics.merge_exposition(
-        [exposition("a", 2, with_histogram=True), exposition("b", 7, with_histogram=False)]
-    ).decode()
+    a = ingress("a1", 5)
+    merged = metrics.merge_exposition([a, ingress("b2", 7), a]).decode()  # a twice: kept once
 
     # (prometheus_client names a counter's HELP/TYPE after its _total samples)
-    for name in (
-        "llmserve_rag_queries_total",
-        "vllm:kv_cache_usage_perc",
-        "llmserve_stage_seconds",
-    ):
+    for name in ("llmserve_requests_total", "llmserve_stage_seconds"):
         assert merged.count(f"# HELP {name} ") == 1, merged
         assert merged.count(f"# TYPE {name} ") == 1, merged
     families = _families(merged)
-    totals = {
-        s.labels["replica"]: s.value
-        for s in families["llmserve_rag_queries"].samples
-        if s.name == "llmserve_rag_queries_total"
-    }
-    assert totals == {"a": 2.0, "b": 7.0}
-    assert families["llmserve_rag_queries"].type == "counter"
-    assert [s.value for s in families["vllm:kv_cache_usage_perc"].samples] == [0.25]
+    answered = _by_replica(families["llmserve_requests"], "llmserve_requests_total")
+    assert answered == {"a1": 5.0, "b2": 7.0}
+    assert sum(answered.values()) == 12
+    assert families["llmserve_requests"].type == "counter"
     hist = families["llmserve_stage_seconds"]
     assert hist.type == "histogram"
-    count = [s for s in hist.samples if s.name == "llmserve_stage_seconds_count"]
-    assert [(s.labels, s.value) for s in count] == [({"stage": "retrieve"}, 1.0)]
+    assert _by_replica(hist, "llmserve_stage_seconds_count") == {"a1": 1.0, "b2": 1.0}
+    buckets = [s for s in hist.samples if s.name == "llmserve_stage_seconds_bucket"]
+    assert {s.labels["replica"] for s in buckets} == {"a1", "b2"}
     # every sample line is unique: a scrape with duplicate series is rejected whole
     lines = [line for line in merged.splitlines() if line and not line.startswith("#")]
     assert len(lines) == len(set(lines))

@@ -1,0 +1,140 @@
+"""``/metrics`` with several replicas: every replica's series once, told apart by ``replica``.
+
+One real app for the module: two ingress replicas in front of a tiny random Llama
+with two replicas of its own (not fused, so its ``vllm:*`` series come from the LLM
+server replicas). After N requests, each counter summed over replicas is N, in
+every scrape, whichever ingress replica answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmserve.config import validate_config_dict
+from tests.helpers import free_port, running_app
+
+N = 12
+MODEL = "tiny"
+INGRESS, LLM = "ingress", f"llm-{MODEL}"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    config = validate_config_dict(
+        {
+            "ingress": {"port": free_port(), "deployment": {"num_replicas": 2}},
+            "models": [
+                {
+                    "id": MODEL,
+                    "source": "builtin:tiny-llama",
+                    "device": "cpu",
+                    "engine_kwargs": {
+                        "dtype": "float32",
+                        "enforce_eager": True,
+                        "max_model_len": 512,
+                    },
+                    "deployment": {"num_replicas": 2},
+                }
+            ],
+        }
+    )
+    with running_app(config) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def replicas(app) -> dict[str, set[str]]:
+    """Serve's replica ids per deployment, from the replica actors' names."""
+    import ray
+
+    out: dict[str, set[str]] = {INGRESS: set(), LLM: set()}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        name = actor["name"]
+        if name.startswith("SERVE_REPLICA::"):
+            _, deployment, replica = name.removeprefix("SERVE_REPLICA::").split("#")
+            out.setdefault(deployment, set()).add(replica)
+    assert len(out[INGRESS]) == len(out[LLM]) == 2, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def answered(app) -> int:
+    """N chat requests, all at once so that both replicas of each deployment get some."""
+
+    async def send() -> list[int]:
+        async with httpx.AsyncClient(base_url=app, timeout=120) as client:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+            responses = await asyncio.gather(
+                *(
+                    client.post("/v1/chat/completions", json=body | {"max_tokens": 4})
+                    for _ in range(N)
+                )
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(send()) == [200] * N
+    return N
+
+
+def scrape(url: str) -> dict[str, list]:
+    """Samples of one /metrics answer, by sample name."""
+    response = httpx.get(f"{url}/metrics", timeout=30)
+    assert response.status_code == 200
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def by_replica(samples: list, **labels: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for s in samples:
+        if all(s.labels.get(k) == v for k, v in labels.items()):
+            out[s.labels["replica"]] = out.get(s.labels["replica"], 0.0) + s.value
+    return out
+
+
+def finished_by_replica(url: str) -> dict[str, float]:
+    return by_replica(scrape(url)["vllm:request_success_total"], model_name=MODEL)
+
+
+def test_every_replica_of_every_deployment_is_in_one_scrape(app, replicas):
+    samples = scrape(app)
+    # a series every Python process exports: one per replica, each labelled
+    per_process = by_replica(samples["process_cpu_seconds_total"])
+    assert set(per_process) == replicas[INGRESS] | replicas[LLM]
+    assert len(samples["process_cpu_seconds_total"]) == 4
+    assert "llmserve_metrics_scrape_errors_total" not in samples
+
+
+def test_sums_over_replicas_equal_the_requests_sent(app, replicas, answered):
+    # vLLM counts a request a moment after its last token is sent
+    deadline = time.monotonic() + 15
+    while sum(finished_by_replica(app).values()) < answered and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    # several scrapes, answered by either ingress replica: always the same totals
+    for _ in range(4):
+        samples = scrape(app)
+        finished = by_replica(samples["vllm:request_success_total"], model_name=MODEL)
+        served = by_replica(
+            samples["llmserve_requests_total"], model=MODEL, endpoint="chat", status="200"
+        )
+        assert set(finished) == replicas[LLM], finished
+        assert set(served) == replicas[INGRESS], served
+        assert sum(finished.values()) == answered, finished
+        assert sum(served.values()) == answered, served
+    print(f"\nvllm:request_success_total by replica: {finished}")
+    print(f"llmserve_requests_total by replica: {served}")
+
+
+def test_a_scrape_is_quick(app):
+    start = time.perf_counter()
+    scrape(app)
+    assert time.perf_counter() - start < 2
