@@ -43,7 +43,7 @@ class HealthMonitor:
             except Exception as exc:
                 logger.warning("health: the fused engine is not healthy: %r", exc)
                 return "the model engine in the ingress is not healthy"
-        missing = await self._missing_deployments()
+        missing = await self.missing_deployments()
         if missing:
             return f"no healthy replica for: {', '.join(missing)}"
         return None
@@ -55,14 +55,14 @@ class HealthMonitor:
         replica comes back (or its timeout), instead of getting a 503 now.
         """
         if self._refresh is None and time.monotonic() - self._checked_at >= self.cache_s:
-            self._refresh = asyncio.create_task(self._missing_deployments())
+            self._refresh = asyncio.create_task(self.missing_deployments())
             self._refresh.add_done_callback(self._refreshed)
         return deployment in self._missing
 
     def _refreshed(self, _: asyncio.Task) -> None:
         self._refresh = None
 
-    async def _missing_deployments(self) -> list[str]:
+    async def missing_deployments(self) -> list[str]:
         if not self.deployments or time.monotonic() - self._checked_at < self.cache_s:
             return self._missing
         try:

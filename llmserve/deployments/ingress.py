@@ -231,11 +231,23 @@ def build_ingress_app(
             return _error_response(error_body(503, problem), 503, retry_after)
         return JSONResponse({"status": "ok"})
 
+    # Which deployment answers each id (none for what runs in this process).
+    deployment_of = {
+        id_: name
+        for handles in (routes.chat, routes.completions, routes.embeddings, routes.rerank)
+        for id_, handle in handles.items()
+        if (name := getattr(handle, "deployment_name", None)) is not None
+    }
+
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
+        # A model is listed once it can answer: not while its deployment has no
+        # running replica (just added by a swap, or being replaced).
+        missing = set(await health.missing_deployments()) if health is not None else set()
         data = [
             {"object": "model", "created": created, "owned_by": "llmserve", **card}
             for card in routes.model_cards
+            if deployment_of.get(card["id"]) not in missing
         ]
         return {"object": "list", "data": data}
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tests.conftest import ROOT
 from tests.helpers import free_port
 
 STARTUP_TIMEOUT_S = 600
+RECOVERY_LIMIT_S = 240
 GRACEFUL_S = 20
 MODEL = {
     "source": "builtin:tiny-llama",
@@ -38,11 +40,45 @@ MODEL = {
 }
 
 
+def base_config(port: int) -> dict:
+    return {
+        "ingress": {"port": port, "fused_model": "tiny", "request_timeout_s": 120},
+        "models": [
+            {"id": "tiny", **MODEL, "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S}},
+            {"id": "pair", **MODEL, "deployment": {"num_replicas": 2}},
+        ],
+    }
+
+
 @dataclass
 class FaultApp:
     url: str
     proc: subprocess.Popen
     log: Path
+    config: dict
+
+    @property
+    def gcs_address(self) -> str:
+        """The app's Ray cluster, for `llmserve deploy --address`."""
+        for p in self.processes():
+            with contextlib.suppress(psutil.Error):
+                for arg in p.cmdline():
+                    if arg.startswith("--gcs-address="):
+                        return arg.split("=", 1)[1]
+        raise AssertionError("no raylet with --gcs-address in the app's process tree")
+
+    def wait_whole(self, replicas: dict[str, int]) -> None:
+        """Until each deployment has that many replicas with an engine, and /health is 200."""
+        deadline = time.monotonic() + RECOVERY_LIMIT_S
+        while not (
+            all(
+                len(rs := self.replicas(name)) == n and all(engine_cores(r) for r in rs)
+                for name, n in replicas.items()
+            )
+            and healthy(self.url)
+        ):
+            assert time.monotonic() < deadline, "the app did not become whole again"
+            time.sleep(1)
 
     def processes(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
@@ -72,14 +108,7 @@ def engine_cores(replica: psutil.Process) -> list[psutil.Process]:
 @pytest.fixture(scope="package")
 def fault_app(tmp_path_factory) -> FaultApp:
     tmp = tmp_path_factory.mktemp("faults")
-    port = free_port()
-    config = {
-        "ingress": {"port": port, "fused_model": "tiny", "request_timeout_s": 120},
-        "models": [
-            {"id": "tiny", **MODEL, "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S}},
-            {"id": "pair", **MODEL, "deployment": {"num_replicas": 2}},
-        ],
-    }
+    config = base_config(free_port())
     (tmp / "faults.yaml").write_text(yaml.safe_dump(config))
     log_path = tmp / "llmserve.log"
     llmserve = Path(sys.executable).parent / "llmserve"
@@ -91,7 +120,7 @@ def fault_app(tmp_path_factory) -> FaultApp:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    app = FaultApp(f"http://127.0.0.1:{port}", proc, log_path)
+    app = FaultApp(f"http://127.0.0.1:{config['ingress']['port']}", proc, log_path, config)
     started = time.monotonic()
     try:
         while "is serving" not in log_path.read_text():
@@ -195,3 +224,21 @@ def _event(o: Outcome, line: str) -> None:
 
 def ok(o: Outcome) -> bool:
     return o.status == 200 and o.error_code is None and (not o.stream or o.done)
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, int]:
+    """Outcomes by status (and error code, and whether streamed), for the printed figures."""
+    return dict(
+        Counter(
+            f"{o.status}{'/error ' + str(o.error_code) if o.error_code else ''}"
+            f"{' sse' if o.stream else ''}"
+            for o in outcomes
+        )
+    )
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -832,11 +832,37 @@ def test_a_client_that_leaves_before_the_first_chunk_cancels_cleanly(model: Mode
 
 
 class _Health:
-    def __init__(self, problem: str | None) -> None:
+    def __init__(self, problem: str | None, missing: tuple[str, ...] = ()) -> None:
         self._problem = problem
+        self._missing = list(missing)
 
     async def problem(self) -> str | None:
         return self._problem
+
+    async def missing_deployments(self) -> list[str]:
+        return self._missing
+
+    def known_missing(self, deployment: str) -> bool:
+        return deployment in self._missing
+
+
+class _Deployment(LocalHandle):
+    """A handle to a Serve deployment (it has a name), answering in-process."""
+
+    deployment_name = "llm-m"
+
+
+def test_a_model_without_a_running_replica_is_unlisted_and_503_at_once(model: Model_) -> None:
+    routes = Routes(chat={"m": _Deployment(model)}, model_cards=CARDS[:1])
+    for client in _client(routes, api_keys=[], health=_Health(None, missing=("llm-m",))):
+        assert client.get("/v1/models").json()["data"] == []
+        response = _post(client, {"model": "m"})
+        _assert_error(response, 503)
+        assert response.headers["retry-after"] == "1"
+        assert model.calls == []  # not even tried
+    for client in _client(routes, api_keys=[], health=_Health(None)):
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["m"]
+        assert _post(client, {"model": "m"}).status_code == 200
 
 
 def test_health_is_503_with_retry_after_when_an_engine_is_down(model: Model_) -> None:
