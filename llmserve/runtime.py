@@ -83,7 +83,21 @@ def connect(
         )
     else:
         kwargs["address"] = address
+        _use_local_auth_token(address)
     ray.init(**kwargs)
+
+
+def _use_local_auth_token(address: str) -> None:
+    """Ray 2.60 starts local clusters with token auth (the token in ~/.ray/auth_token),
+    and finds it again for ``address="auto"``, but not for an explicit GCS address
+    (``llmserve deploy --address 10.0.0.5:6379``): that fails as "Unauthenticated"
+    unless token mode is asked for. Ask for it when a token is at hand."""
+    from pathlib import Path
+
+    if address == "auto" or address.startswith("ray://") or "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
