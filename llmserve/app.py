@@ -47,6 +47,8 @@ def build_app(config: AppConfig) -> Application:
         handle = deployment.bind(model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle
+        if model.resumes_streams(fused=False):
+            routes.resumable.add(model.id)
         routes.metrics_sources.append(handle)
         routes.deployments.append(name)
 

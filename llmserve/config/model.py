@@ -74,3 +74,18 @@ class ModelConfig(EngineConfig):
         gt=0,
         description="Longest a request may take end to end; null: ingress.request_timeout_s.",
     )
+    resume_streams: bool | None = Field(
+        None,
+        description=(
+            "When the replica serving a stream dies mid-way, continue the stream on another "
+            "replica (exact at temperature 0; plain text streams only). null: on when the model "
+            "can have more than one replica and is not the ingress's fused model."
+        ),
+    )
+
+    def resumes_streams(self, fused: bool) -> bool:
+        if self.resume_streams is not None:
+            return self.resume_streams and not fused
+        d = self.deployment
+        most = d.autoscaling_config.max_replicas if d.autoscaling_config else d.num_replicas
+        return not fused and (most or 1) > 1

@@ -28,6 +28,7 @@ from llmserve.deployments.drain import DrainWatch
 from llmserve.deployments.guard import GuardMiddleware
 from llmserve.deployments.health import HealthMonitor
 from llmserve.deployments.local_handle import LocalHandle
+from llmserve.deployments.resume import StreamState, resumable
 from llmserve.openai.errors import (
     APIError,
     error_body,
@@ -91,6 +92,8 @@ class Routes:
     limits: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Ids served in this process: (max_ongoing, max_queued) for their admission gate."""
     local_pipelines: list[LocalPipeline] = field(default_factory=list)
+    resumable: set[str] = field(default_factory=set)
+    """Ids whose streams continue on another replica when theirs dies."""
     deployments: list[str] = field(default_factory=list)
     """Deployment names behind the ingress; ``/health`` needs a running replica of each."""
 
@@ -279,6 +282,7 @@ def build_ingress_app(
                     gates.get(id_),
                     retry_after,
                     health,
+                    id_ in routes.resumable,
                 )
                 for id_, handle in handles.items()
             }
@@ -295,6 +299,8 @@ class _Target:
     """Only for what runs in this process; Serve bounds handle calls itself."""
     retry_after: dict[str, str]
     health: HealthMonitor | None = None
+    resume: bool = False
+    """Continue a stream on another replica when its replica dies (resume.py)."""
 
     def known_unavailable(self) -> bool:
         """A deployment with no running replica: answer 503 now instead of waiting."""
@@ -335,7 +341,10 @@ async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
             raise unavailable(target.id)
         if target.gate is not None:
             release = await target.gate.enter(target.timeout_s)
-        gen, first = await _first_item(target, method, body, deadline)
+        state = StreamState(method, body) if target.resume and resumable(method, body) else None
+        gen, first = await _first_item(
+            target, method, state.request_body() if state else body, deadline
+        )
     except asyncio.CancelledError:  # the client left: free the engine, don't log a 500
         _close(gen, release)
         metrics.observe_request(target.id, method, 499, time.perf_counter() - start)
@@ -352,7 +361,7 @@ async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
         return _error_response(first, status, target.retry_after)
     metrics.observe_first_chunk(target.id, time.perf_counter() - start)
     return EventSourceResponse(
-        _relay(gen, first, target, method, start, deadline, release),
+        _relay(gen, first, target, method, start, deadline, release, state),
         ping=15,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -403,11 +412,19 @@ def _unavailable(exc: Exception) -> bool:
 
 
 async def _relay(
-    gen, first: str, target: _Target, method: str, start: float, deadline: float, release
+    gen,
+    first: str,
+    target: _Target,
+    method: str,
+    start: float,
+    deadline: float,
+    release,
+    state: StreamState | None = None,
 ) -> AsyncIterator[bytes]:
     status = 200
+    out = state.relay if state is not None else str.encode
     try:
-        yield first.encode()
+        yield out(first)
         while True:
             # Only the wait for the next chunk is timed: a timeout that fired
             # while this generator is parked at a yield would cancel the
@@ -417,7 +434,13 @@ async def _relay(
                     event = await gen.__anext__()
             except StopAsyncIteration:
                 break
-            yield event.encode()
+            except Exception as exc:
+                if state is None or not _unavailable(exc) or not state.can_resume():
+                    raise
+                gen.cancel()
+                gen, event = await _continue(target, state, deadline)
+                out = state.relay_continued
+            yield out(event)
     except asyncio.CancelledError:
         status = 499  # client went away; cancelling gen aborts the engine request
         raise
@@ -429,6 +452,26 @@ async def _relay(
     finally:
         _close(gen, release)
         metrics.observe_request(target.id, method, status, time.perf_counter() - start)
+
+
+async def _continue(target: _Target, state: StreamState, deadline: float):
+    """The rest of a stream whose replica died, from another replica (see resume.py)."""
+    logger.warning(
+        "%s: replica died mid-stream after %d tokens; continuing on another replica",
+        target.id,
+        len(state.token_ids),
+    )
+    try:
+        gen, first = await _first_item(target, "completions", state.continuation(), deadline)
+    except BaseException:
+        metrics.STREAM_RESUMPTIONS.labels(target.id, "failed").inc()
+        raise
+    if isinstance(first, dict):  # refused (e.g. 503 again): end the stream with that error
+        gen.cancel()
+        metrics.STREAM_RESUMPTIONS.labels(target.id, "failed").inc()
+        raise APIError(status_of(first), first.get("error", {}).get("message", "unavailable"))
+    metrics.STREAM_RESUMPTIONS.labels(target.id, "resumed").inc()
+    return gen, first
 
 
 def _failure(exc: BaseException, target: _Target, method: str) -> APIError:

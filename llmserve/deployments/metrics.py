@@ -52,6 +52,11 @@ FIRST_CHUNK = Histogram(
     ["model"],
     buckets=_LATENCY_BUCKETS,
 )
+STREAM_RESUMPTIONS = Counter(
+    "llmserve_stream_resumptions",
+    "Streams whose replica died mid-way, by whether another replica continued them.",
+    ["model", "outcome"],
+)
 ENGINE_RESTARTS = Counter(
     "llmserve_engine_restarts",
     "vLLM engines that died and were restarted in place (fused models).",
