@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
 
@@ -125,6 +126,73 @@ def test_a_dead_engine_with_two_replicas_fails_no_new_request(fault_app: FaultAp
     for o in running:  # only a stream already running on the dead replica may fail
         assert ok(o) or (o.stream and o.status == 200 and o.error_code == 503 and o.done), o
     assert 500 not in {o.status for o in traffic.outcomes}
+
+
+def _stream_text(url: str, body: dict, on_chunk=None) -> tuple[str, list[str]]:
+    text, events = "", []
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(line[len("data: ") :])
+            if events[-1] != "[DONE]":
+                for choice in json.loads(events[-1]).get("choices", []):
+                    text += choice["delta"].get("content") or ""
+            if on_chunk is not None:
+                on_chunk(len(events))
+    return text, events
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def test_a_stream_whose_replica_dies_goes_on_elsewhere_with_the_same_text(fault_app: FaultApp):
+    fault_app.wait_whole({"llm-pair": 2})
+    body = {
+        "model": "pair",
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 400,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    reference, _ = _stream_text(fault_app.url, body)
+    cores = [engine_cores(r)[0] for r in fault_app.replicas("llm-pair")]
+    marks: dict[int, float] = {}
+    killed: list[psutil.Process] = []
+
+    def on_chunk(n: int) -> None:
+        # The engine serving this stream is the one burning CPU between chunks 5 and 25.
+        if n == 5:
+            marks.update({c.pid: _cpu(c) for c in cores})
+        elif n == 25:
+            busy = max(cores, key=lambda c: _cpu(c) - marks[c.pid])
+            busy.send_signal(signal.SIGKILL)
+            killed.append(busy)
+
+    text, events = _stream_text(fault_app.url, body, on_chunk)
+    resumed = _counter(fault_app.url, "llmserve_stream_resumptions_total", 'outcome="resumed"')
+    print(
+        f"\nstream resumption: engine killed after 25 of {len(events)} events; "
+        f"{len(text)} characters, identical to an uninterrupted run: {text == reference}; "
+        f"resumptions counted: {resumed:g}"
+    )
+    assert killed, "the stream ended before the kill"
+    assert not any('"error"' in e for e in events), events[-3:]
+    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
+    assert text == reference
+    assert resumed >= 1
+
+
+def _counter(url: str, name: str, label: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name) and label in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def test_a_replica_killed_outright_takes_its_engine_with_it(fault_app: FaultApp) -> None:
