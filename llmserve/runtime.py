@@ -98,6 +98,10 @@ def _use_local_auth_token(address: str) -> None:
         return
     if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
         os.environ["RAY_AUTH_MODE"] = "token"
+        # Ray caches its config at import; have it read the mode again.
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
