@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ DIRECT_INGRESS_ENV = {
     # replica; Serve's default retries connection failures only.
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response 503",
 }
+
+
+_SERVE_STOP_S = 5.0
 
 
 class DeployError(RuntimeError):
@@ -72,12 +76,6 @@ def connect(
             # (8404, 9101); free ones let several local apps run side by side.
             os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
             os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
-            # A stopping ingress replica stays up at least this long so HAProxy can
-            # take it out of rotation (Serve's default: 30 s, even when idle).
-            # llmserve drains the ingress itself before stopping Serve (see
-            # deployments/drain.py), and HAProxy retries refused connections, so
-            # a few seconds are enough; this keeps `llmserve run` stops quick.
-            os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "5"
         os.environ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = (
             "1" if separate_user_code_thread else "0"
         )
@@ -135,7 +133,16 @@ def stop_serving(timeout_s: float, ray_too: bool) -> None:
             else f"requests still in flight after {seconds:.1f} s; stopping anyway",
             flush=True,
         )
-        serve.shutdown()
+        if ray_too:
+            # Nothing is in flight any more. Serve's own shutdown would still hold
+            # each ingress replica for its 30 s minimum draining period (which is
+            # what keeps a single-replica ingress serving during a swap), so give
+            # it a few seconds to stop HAProxy and the replicas, then stop Ray.
+            stopper = threading.Thread(target=serve.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(_SERVE_STOP_S)
+        else:
+            serve.shutdown()
     finally:
         if ray_too:
             ray.shutdown()
