@@ -47,6 +47,7 @@ def build_app(config: AppConfig) -> Application:
         handle = deployment.bind(model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle
+        routes.tokenize[model.id] = handle
         routes.metrics_sources.append(handle)
         routes.deployments.append(name)
 
