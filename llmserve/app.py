@@ -49,6 +49,7 @@ def build_app(config: AppConfig) -> Application:
         routes.completions[model.id] = handle
         if model.resumes_streams(fused=False):
             routes.resumable.add(model.id)
+        routes.tokenize[model.id] = handle
         routes.metrics_sources.append(handle)
         routes.deployments.append(name)
 

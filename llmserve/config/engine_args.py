@@ -1,5 +1,8 @@
 """Checks ``engine_kwargs`` against vLLM's own ``AsyncEngineArgs``.
 
+The checker is generic over vLLM's argument dataclasses: ``serving_args``
+uses it for the ``serving`` block against vLLM's ``FrontendArgs``.
+
 vLLM is imported lazily and only once: importing it takes seconds, and tools
 that merely read configs (docs generation, linting) should not pay for it.
 """
@@ -11,6 +14,7 @@ import difflib
 import enum
 import functools
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
@@ -36,6 +40,18 @@ _NO_HINT = object()
 _MAX_MESSAGE = 300
 
 
+def dataclass_hints(cls: type) -> dict[str, Any]:
+    """Field name -> type hint of one of vLLM's argument dataclasses."""
+    fields = dataclasses.fields(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        # A single unresolvable forward reference makes get_type_hints fail for
+        # the whole class; the annotations that are already real types still work.
+        hints = {f.name: f.type for f in fields if not isinstance(f.type, str)}
+    return {f.name: hints.get(f.name, _NO_HINT) for f in fields}
+
+
 @functools.cache
 def engine_arg_hints() -> dict[str, Any] | None:
     """Field name -> type hint of AsyncEngineArgs; None when vLLM is not installed."""
@@ -43,14 +59,7 @@ def engine_arg_hints() -> dict[str, Any] | None:
         from vllm.engine.arg_utils import AsyncEngineArgs
     except ImportError:
         return None
-    fields = dataclasses.fields(AsyncEngineArgs)
-    try:
-        hints = typing.get_type_hints(AsyncEngineArgs)
-    except Exception:
-        # A single unresolvable forward reference makes get_type_hints fail for
-        # the whole class; the annotations that are already real types still work.
-        hints = {f.name: f.type for f in fields if not isinstance(f.type, str)}
-    return {f.name: hints.get(f.name, _NO_HINT) for f in fields}
+    return dataclass_hints(AsyncEngineArgs)
 
 
 def _mentions_enum(hint: Any) -> bool:
@@ -60,8 +69,8 @@ def _mentions_enum(hint: Any) -> bool:
 
 
 @functools.cache
-def _adapter(name: str) -> TypeAdapter | None:
-    hint = (engine_arg_hints() or {}).get(name, _NO_HINT)
+def _adapter(hints_of: Callable[[], dict[str, Any] | None], name: str) -> TypeAdapter | None:
+    hint = (hints_of() or {}).get(name, _NO_HINT)
     # vLLM accepts enum members by name ("FLASH_ATTN") while pydantic only
     # accepts their values, so type-checking enums would reject valid configs.
     if hint is _NO_HINT or _mentions_enum(hint):
@@ -78,7 +87,7 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("NoneType", "None")
 
 
-def _describe(name: str, exc: ValidationError, value: Any) -> str:
+def _describe(name: str, exc: ValidationError, value: Any, hint: Any, what: str) -> str:
     errors = exc.errors(include_url=False)
     if len(errors) == 1:
         error = errors[0]
@@ -90,40 +99,55 @@ def _describe(name: str, exc: ValidationError, value: Any) -> str:
     else:
         # Several errors means a union whose every member failed; listing each
         # member's complaint is noise, the expected type says it better.
-        hints = engine_arg_hints() or {}
-        message = f"expected {_type_name(hints[name])}, got {value!r}"
+        message = f"expected {_type_name(hint)}, got {value!r}"
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 3] + "..."
-    return f"invalid value for vLLM engine argument '{name}': {message}"
+    return f"invalid value for {what} '{name}': {message}"
 
 
 def check_engine_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Loc, str]]]:
     """Validate engine kwargs; returns the (lightly coerced) kwargs and the issues found."""
-    hints = engine_arg_hints()
-    if hints is None:
+    if engine_arg_hints() is None:
         # Never skip the check silently: say why it cannot run.
         return kwargs, [((), NO_VLLM)] if kwargs else []
+    owned = {
+        name: f"'{name}' is set by llmserve; use '{field}' instead"
+        for name, field in OWNED_ENGINE_KWARGS.items()
+    }
+    return check_args(kwargs, engine_arg_hints, owned, "vLLM engine argument")
+
+
+def check_args(
+    kwargs: dict[str, Any],
+    hints_of: Callable[[], dict[str, Any] | None],
+    refused: dict[str, str],
+    what: str,
+) -> tuple[dict[str, Any], list[tuple[Loc, str]]]:
+    """Check keys and value types against the fields ``hints_of()`` returns.
+
+    ``refused`` maps keys that exist in vLLM but may not be set here to the
+    message that says what to do instead; ``what`` names a key in messages.
+    """
+    hints = hints_of() or {}
     checked: dict[str, Any] = {}
     issues: list[tuple[Loc, str]] = []
     for name, value in kwargs.items():
-        if name in OWNED_ENGINE_KWARGS:
-            issues.append(
-                ((name,), f"'{name}' is set by llmserve; use '{OWNED_ENGINE_KWARGS[name]}' instead")
-            )
+        if name in refused:
+            issues.append(((name,), refused[name]))
             continue
         if name not in hints:
-            close = difflib.get_close_matches(name, hints, n=1)
+            close = difflib.get_close_matches(name, [h for h in hints if h not in refused], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            issues.append(((name,), f"unknown vLLM engine argument '{name}'{hint}"))
+            issues.append(((name,), f"unknown {what} '{name}'{hint}"))
             continue
         checked[name] = value
-        adapter = _adapter(name)
+        adapter = _adapter(hints_of, name)
         if adapter is None:
             continue
         try:
             validated = adapter.validate_python(value, strict=False)
         except ValidationError as exc:
-            issues.append(((name,), _describe(name, exc, value)))
+            issues.append(((name,), _describe(name, exc, value, hints[name], what)))
             continue
         except (PydanticUserError, TypeError, NotImplementedError):
             continue  # the annotation is beyond what pydantic can check

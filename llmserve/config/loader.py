@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from llmserve.config.app import AppConfig
 from llmserve.config.errors import ConfigError, ConfigIssue, to_issues
+from llmserve.config.serving_args import resolve_chat_template
 
 FILE_PATH = "<file>"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -49,7 +50,8 @@ def _resolve(value: Any, base_dir: Path) -> Any:
 def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """A copy of raw config data with local paths made absolute against ``base_dir``.
 
-    Covers ``home``, retriever ``uri``s and corpus ``paths``; URIs with a scheme
+    Covers ``home``, retriever ``uri``s, corpus ``paths`` and a model's
+    ``serving.chat_template`` file (only when it exists there); URIs with a scheme
     (s3://, gs://, db://) are left alone. Malformed entries are left for
     validation to report.
     """
@@ -66,6 +68,11 @@ def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> dict[str, An
         corpus = retriever.get("corpus")
         if isinstance(corpus, dict) and isinstance(corpus.get("paths"), list):
             corpus["paths"] = [_resolve(p, base_dir) for p in corpus["paths"]]
+    models = data.get("models")
+    for model in models if isinstance(models, list) else []:
+        serving = model.get("serving") if isinstance(model, dict) else None
+        if isinstance(serving, dict) and "chat_template" in serving:
+            serving["chat_template"] = resolve_chat_template(serving["chat_template"], base_dir)
     return data
 
 

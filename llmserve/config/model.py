@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmserve.config.common import EnvVarName, EnvVarValue, Identifier
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.engine_args import check_engine_kwargs
 from llmserve.config.errors import issues_error
 from llmserve.config.parallel import ParallelismConfig
+from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
 
 Device = Literal["auto", "cpu", "gpu"]
 
@@ -65,7 +66,7 @@ class EngineConfig(BaseModel):
 
 
 class ModelConfig(EngineConfig):
-    """A generative LLM, served on /v1/chat/completions and /v1/completions."""
+    """A generative LLM: /v1/chat/completions, /v1/completions, /tokenize and /detokenize."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,3 +90,48 @@ class ModelConfig(EngineConfig):
         d = self.deployment
         most = d.autoscaling_config.max_replicas if d.autoscaling_config else d.num_replicas
         return not fused and (most or 1) > 1
+
+    serving: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "vLLM serving options, named like `vllm serve` flags: chat_template, tool_call_parser, "
+            "enable_auto_tool_choice, reasoning_parser, response_role, ...; checked against "
+            "vLLM's FrontendArgs. HTTP server flags (host, port, api_key, ssl_*) are refused."
+        ),
+    )
+
+    @field_validator("serving")
+    @classmethod
+    def _check_serving(cls, value: dict[str, Any]) -> dict[str, Any]:
+        checked, issues = check_serving_options(value)
+        if issues:
+            raise issues_error(cls.__name__, issues)
+        return checked
+
+    @model_validator(mode="after")
+    def _check_serving_with_engine(self) -> ModelConfig:
+        issues = [
+            (("serving", name), f"'{name}' is also set in engine_kwargs; set it in one place")
+            for name in ENGINE_SERVING_OPTIONS
+            if name in self.serving and name in self.engine_kwargs
+        ]
+        if self.serving.get("enable_log_outputs") and not self.engine_kwargs.get(
+            "enable_log_requests"
+        ):
+            issues.append(
+                (
+                    ("serving", "enable_log_outputs"),
+                    "enable_log_outputs needs engine_kwargs.enable_log_requests: true",
+                )
+            )
+        if issues:
+            raise issues_error(type(self).__name__, issues)
+        return self
+
+    def engine_serving_options(self) -> dict[str, Any]:
+        """Serving options that vLLM reads from its engine args (the reasoning parser)."""
+        return {k: v for k, v in self.serving.items() if k in ENGINE_SERVING_OPTIONS}
+
+    def frontend_options(self) -> dict[str, Any]:
+        """Serving options for vLLM's ``FrontendArgs``."""
+        return {k: v for k, v in self.serving.items() if k not in ENGINE_SERVING_OPTIONS}

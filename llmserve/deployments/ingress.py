@@ -81,6 +81,8 @@ class Routes:
 
     chat: dict[str, Any] = field(default_factory=dict)
     completions: dict[str, Any] = field(default_factory=dict)
+    tokenize: dict[str, Any] = field(default_factory=dict)
+    """Generative models; the same handles serve ``/tokenize`` and ``/detokenize``."""
     embeddings: dict[str, Any] = field(default_factory=dict)
     rerank: dict[str, Any] = field(default_factory=dict)
     retrieve: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +120,7 @@ class Ingress:
             routes,
             chat=dict(routes.chat),
             completions=dict(routes.completions),
+            tokenize=dict(routes.tokenize),
             retrieve=dict(routes.retrieve),
             metrics_sources=[*routes.metrics_sources, *_own_deployment()],
         )
@@ -126,7 +129,9 @@ class Ingress:
             from llmserve.deployments.llm_server import LLMServer
 
             self._local = await LLMServer.create(fused, home)
-            routes.chat[fused.id] = routes.completions[fused.id] = LocalHandle(self._local)
+            local = LocalHandle(self._local)
+            routes.chat[fused.id] = routes.completions[fused.id] = local
+            routes.tokenize[fused.id] = local
         for pipeline in routes.local_pipelines:
             self._add_local_pipeline(pipeline)
         self._drain = DrainWatch(_replica_id())
@@ -266,6 +271,8 @@ def build_ingress_app(
     endpoints = {
         "/v1/chat/completions": ("chat", routes.chat),
         "/v1/completions": ("completions", routes.completions),
+        "/tokenize": ("tokenize", routes.tokenize),
+        "/detokenize": ("detokenize", routes.tokenize),
         "/v1/embeddings": ("embeddings", routes.embeddings),
         "/v1/rerank": ("rerank", routes.rerank),
         "/v1/retrieve": ("retrieve", routes.retrieve),

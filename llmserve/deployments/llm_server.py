@@ -1,7 +1,8 @@
 """LLM server deployment: one per configured model, owning a vLLM ``AsyncLLM``.
 
 Requests arrive from the ingress as plain JSON dicts (cheap to pickle) and
-are answered by vLLM's own ``OpenAIServingChat`` / ``OpenAIServingCompletion``.
+are answered by vLLM's own ``OpenAIServingChat`` / ``OpenAIServingCompletion``
+(and ``ServingTokenization`` for ``/tokenize`` and ``/detokenize``).
 Each method is an async generator, called through a streaming handle:
 
 - the first item is a ``dict`` for a complete JSON answer (a response or an
@@ -76,6 +77,7 @@ class LLMServer:
         self._engine = bundle.engine
         self._chat = bundle.state.openai_serving_chat
         self._completion = bundle.state.openai_serving_completion
+        self._tokenization = bundle.state.serving_tokenization
 
     def ready(self) -> bool:
         """Whether the engine can take a request now (not dead, not restarting)."""
@@ -128,6 +130,20 @@ class LLMServer:
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
         async for item in self._serve(CompletionRequest, body, self._completion.create_completion):
+            yield item
+
+    async def tokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.serve.tokenize.protocol import TokenizeRequest
+
+        async for item in self._serve(TokenizeRequest, body, self._tokenization.create_tokenize):
+            yield item
+
+    async def detokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest
+
+        async for item in self._serve(
+            DetokenizeRequest, body, self._tokenization.create_detokenize
+        ):
             yield item
 
     async def _serve(self, request_cls, body, create) -> AsyncGenerator[dict | str, None]:

@@ -39,9 +39,14 @@ def build_engine_args(
 ) -> AsyncEngineArgs:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    from llmserve.config import ModelConfig
+
     device = resolve_device(cfg.device)
     par = cfg.parallelism
     kwargs = dict(cfg.engine_kwargs)
+    if isinstance(cfg, ModelConfig):
+        # ``vllm serve --reasoning-parser`` is an engine argument in vLLM.
+        kwargs |= cfg.engine_serving_options()
     if runner is not None:
         kwargs.setdefault("runner", runner)
     return AsyncEngineArgs(

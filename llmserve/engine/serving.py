@@ -67,11 +67,34 @@ async def start_engine(
     )
     # The engine core (and CPU TP workers) must not outlive this process.
     reap_on_exit(child_processes() - before)
-    frontend = {f.name: getattr(FrontendArgs(), f.name) for f in dataclasses.fields(FrontendArgs)}
-    args = argparse.Namespace(**(frontend | vars(engine_args)))
+    args = argparse.Namespace(**(frontend_args(cfg, FrontendArgs) | vars(engine_args)))
+    import_parser_plugins(args)
     state = State()
     await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
     return EngineBundle(engine=engine, state=state)
+
+
+def frontend_args(cfg: EngineConfig, frontend_cls: type) -> dict[str, Any]:
+    """vLLM's ``FrontendArgs`` defaults with the model's serving block on top,
+    as ``vllm serve`` builds them from its flags."""
+    from llmserve.config import ModelConfig
+
+    defaults = {f.name: getattr(frontend_cls(), f.name) for f in dataclasses.fields(frontend_cls)}
+    # Only generative models have a serving block.
+    return defaults | (cfg.frontend_options() if isinstance(cfg, ModelConfig) else {})
+
+
+def import_parser_plugins(args: argparse.Namespace) -> None:
+    """Register the parsers of plugin files, as ``vllm serve`` does before serving."""
+    # vLLM's own guard: shorter values are no plugin path.
+    if args.tool_parser_plugin and len(args.tool_parser_plugin) > 3:
+        from vllm.tool_parsers import ToolParserManager
+
+        ToolParserManager.import_tool_parser(args.tool_parser_plugin)
+    if args.reasoning_parser_plugin and len(args.reasoning_parser_plugin) > 3:
+        from vllm.reasoning import ReasoningParserManager
+
+        ReasoningParserManager.import_reasoning_parser(args.reasoning_parser_plugin)
 
 
 def dump(obj: Any) -> dict:

@@ -180,6 +180,34 @@ def test_unknown_model_is_404(client):
     assert err.value.body["message"] == "Could not find model 'nope'"
 
 
+def test_tokenize_detokenize_round_trip(base_url):
+    text = "The quick brown fox jumps over the lazy dog."
+    tokenized = post(base_url, "/tokenize", {"model": MODEL, "prompt": text})
+    assert tokenized.status_code == 200, tokenized.text
+    tokens = tokenized.json()["tokens"]
+    assert tokenized.json()["count"] == len(tokens) > 0
+    detokenized = post(base_url, "/detokenize", {"model": MODEL, "tokens": tokens})
+    assert detokenized.status_code == 200, detokenized.text
+    assert detokenized.json()["prompt"].strip() == text
+
+
+def test_tokenize_counts_what_chat_sends(base_url, client):
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    tokenized = post(base_url, "/tokenize", {"model": MODEL, "messages": messages})
+    assert tokenized.status_code == 200, tokenized.text
+    usage = chat(client, messages=messages, max_tokens=1).usage
+    assert tokenized.json()["count"] == usage.prompt_tokens
+
+
+@pytest.mark.parametrize("path", ["/tokenize", "/detokenize"])
+def test_tokenize_unknown_model_is_404(base_url, path):
+    response = post(base_url, path, {"model": "nope", "prompt": "x", "tokens": [1]})
+    assert response.status_code == 404
+    error = error_of(response)
+    assert (error["type"], error["param"]) == ("not_found_error", "model")
+    assert error["message"] == "Could not find model 'nope'"
+
+
 @pytest.mark.parametrize("key", ["wrong", None])
 def test_wrong_or_missing_key_is_401(base_url, key):
     for path in ("/v1/chat/completions",):

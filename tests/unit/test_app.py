@@ -140,3 +140,10 @@ def test_env_api_keys_are_not_deployment_arguments(monkeypatch) -> None:
     assert not any("s3cret-value" in s for s in strings)
     settings = dep.init_args[0]
     assert [key.env for key in settings.api_keys] == ["LLMSERVE_TEST_KEY"]
+
+
+def test_tokenize_routes_serve_each_generative_model_through_its_handle() -> None:
+    config = load_config(CONFIGS / "default.yaml")
+    config.ingress = config.ingress.model_copy(update={"fused_model": None})
+    routes = build_app(config)._bound_deployment.init_args[1]
+    assert routes.tokenize == {"smollm2": routes.chat["smollm2"]}  # no pipeline ids

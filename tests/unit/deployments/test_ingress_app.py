@@ -37,6 +37,8 @@ SECRET = "secret-internal-detail"
 ENDPOINTS = {
     "/v1/chat/completions": "model",
     "/v1/completions": "model",
+    "/tokenize": "model",
+    "/detokenize": "model",
     "/v1/embeddings": "model",
     "/v1/rerank": "model",
     "/v1/retrieve": "pipeline",
@@ -91,6 +93,12 @@ class Model_:
 
     def completions(self, body):
         return self._answer("completions", body)
+
+    def tokenize(self, body):
+        return self._answer("tokenize", body)
+
+    def detokenize(self, body):
+        return self._answer("detokenize", body)
 
     def embeddings(self, body):
         return self._answer("embeddings", body)
@@ -215,6 +223,7 @@ def client(model: Model_) -> Iterator[TestClient]:
     routes = Routes(
         chat={"m": handle, "rag": handle},
         completions={"m": handle},
+        tokenize={"m": handle},
         embeddings={"m": handle},
         rerank={"m": handle},
         retrieve={"rag": handle},
@@ -446,7 +455,7 @@ def test_a_json_answer_is_returned_as_is(client: TestClient, model: Model_, path
     response = _post(client, body, path)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    method = path.removeprefix("/v1/").replace("chat/completions", "chat")
+    method = path.removeprefix("/v1/").lstrip("/").replace("chat/completions", "chat")
     assert response.json() == {"object": "answer", "method": method, "echo": body}
     assert model.calls == [(method, body)]
 

@@ -151,3 +151,57 @@ def test_an_engine_that_cannot_be_restarted_fails_the_serve_health_check() -> No
             await server.check_health()
 
     asyncio.run(run())
+
+
+class Tokenization:
+    """Stands in for vLLM's ServingTokenization; records the parsed requests."""
+
+    def __init__(self) -> None:
+        self.requests: list = []
+
+    async def create_tokenize(self, request, raw):
+        self.requests.append(request)
+        return Answer({"tokens": [1, 2], "count": 2, "max_model_len": 8, "token_strs": None})
+
+    async def create_detokenize(self, request, raw):
+        self.requests.append(request)
+        return Answer({"prompt": "hi"})
+
+
+def _tokenizing_server() -> tuple[LLMServer, Tokenization]:
+    server, tokenization = _server(Engine()), Tokenization()
+    server._tokenization = tokenization
+    return server, tokenization
+
+
+def test_tokenize_and_detokenize_are_answered_by_vllms_tokenization() -> None:
+    from vllm.entrypoints.serve.tokenize.protocol import (
+        DetokenizeRequest,
+        TokenizeChatRequest,
+        TokenizeCompletionRequest,
+    )
+
+    server, tokenization = _tokenizing_server()
+
+    async def collect(method, body):
+        return [item async for item in getattr(server, method)(body)]
+
+    assert asyncio.run(collect("tokenize", {"model": "m", "prompt": "hi"}))[0]["count"] == 2
+    asyncio.run(collect("tokenize", BODY))
+    assert asyncio.run(collect("detokenize", {"model": "m", "tokens": [1, 2]})) == [
+        {"prompt": "hi"}
+    ]
+    kinds = [type(r) for r in tokenization.requests]
+    assert kinds == [TokenizeCompletionRequest, TokenizeChatRequest, DetokenizeRequest]
+
+
+def test_a_bad_detokenize_body_is_400_naming_the_field() -> None:
+    server, tokenization = _tokenizing_server()
+
+    async def collect():
+        return [item async for item in server.detokenize({"model": "m", "tokens": "abc"})]
+
+    [answer] = asyncio.run(collect())
+    assert answer["error"]["code"] == 400
+    assert answer["error"]["param"].startswith("tokens")
+    assert tokenization.requests == []
