@@ -89,17 +89,15 @@ def _use_local_auth_token(address: str) -> None:
     """Ray 2.60 starts local clusters with token auth (the token in ~/.ray/auth_token),
     and finds it again for ``address="auto"``, but not for an explicit GCS address
     (``llmserve deploy --address 10.0.0.5:6379``): that fails as "Unauthenticated"
-    unless token mode is asked for. Ask for it when a token is at hand."""
-    from pathlib import Path
-
-    if address == "auto" or address.startswith("ray://") or "RAY_AUTH_MODE" in os.environ:
+    unless token mode is on. Ray's own helper turns it on when a token is at hand
+    (and RAY_AUTH_MODE is unset), from any of the places Ray reads tokens from."""
+    if address == "auto" or address.startswith("ray://"):
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        # Ray caches its config at import; have it read the mode again.
-        from ray._raylet import Config
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
 
-        Config.initialize("")
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:
