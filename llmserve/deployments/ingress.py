@@ -383,31 +383,25 @@ async def _first_item(target: _Target, method: str, body: dict[str, Any], deadli
     replayed (there is no other engine here; HAProxy retries the 503 on
     another ingress replica).
     """
-    delays = () if target.gate is not None else _RETRY_DELAYS_S
-    attempts = len(delays) + 1
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            await asyncio.sleep(delays[attempt - 2])
+    # The pause before the next try; None on the last (or only) one.
+    pauses = (*_RETRY_DELAYS_S, None) if target.gate is None else (None,)
+    for pause in pauses:
         gen = getattr(target.handle.options(stream=True), method).remote(body)
         try:
             async with asyncio.timeout_at(deadline):
                 first = await gen.__anext__()
-        except Exception as exc:
-            if attempt < attempts and _unavailable(exc):
-                gen.cancel()
-                logger.warning("%s.%s: replica unavailable, retrying", target.id, method)
-                continue
+        except BaseException as exc:
             gen.cancel()
-            raise
-        except BaseException:
-            gen.cancel()
-            raise
-        if attempt < attempts and isinstance(first, dict) and status_of(first) == 503:
+            if pause is None or not isinstance(exc, Exception) or not _unavailable(exc):
+                raise
+            logger.warning("%s.%s: replica unavailable, retrying", target.id, method)
+        else:
+            if pause is None or not (isinstance(first, dict) and status_of(first) == 503):
+                return gen, first
             gen.cancel()
             logger.warning("%s.%s: replica answered 503, retrying", target.id, method)
-            continue
-        return gen, first
-    raise AssertionError("unreachable")
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _unavailable(exc: Exception) -> bool:
