@@ -151,6 +151,7 @@ class Outcome:
     error_code: int | None = None
     """The error's code: of the JSON answer, or of the SSE error event."""
     chunks: int = 0
+    finish_reason: str | None = None
     done: bool = False
     text: str = ""
 
@@ -220,6 +221,7 @@ def _event(o: Outcome, line: str) -> None:
     o.chunks += 1
     for choice in event.get("choices", []):
         o.text += (choice.get("delta") or {}).get("content") or ""
+        o.finish_reason = choice.get("finish_reason") or o.finish_reason
 
 
 def ok(o: Outcome) -> bool:

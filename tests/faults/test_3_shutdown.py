@@ -47,10 +47,13 @@ def test_sigterm_drains_streams_then_leaves_no_process(fault_app: FaultApp) -> N
     streams = seen["streams"]
     print(
         f"\nSIGTERM with 4 streams in flight: {summary(streams)}, "
-        f"{[o.chunks for o in streams]} chunks each; a new request during the drain -> "
+        f"{[o.chunks for o in streams]} chunks, finish {[o.finish_reason for o in streams]}; "
+        "a new request during the drain -> "
         f"{seen['late']}; exited {exited:.1f} s after SIGTERM; {len(left)} processes left"
     )
-    assert all(ok(o) and o.chunks >= 200 for o in streams), streams
+    # Each ran to its full 200 tokens (ignore_eos): finished by length, not cut. (vLLM
+    # merges deltas when the reader lags, so the chunk count can be lower than 200.)
+    assert all(ok(o) and o.finish_reason == "length" for o in streams), streams
     assert seen["late"] in {(503, "1"), ("ConnectError", None)}, seen["late"]
     assert exited < GRACEFUL_S + 15
     assert not left, [(p.pid, p.name()) for p in left]
