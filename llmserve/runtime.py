@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmserve.config import AppConfig
+from llmserve.engine import reaper
 from llmserve.models import is_builtin, prepare_builtin
 from llmserve.models.builtin import builtin_name
 
@@ -143,6 +144,11 @@ def stop_serving(timeout_s: float, ray_too: bool) -> None:
             serve.shutdown()
     finally:
         if ray_too:
+            # Whatever of the local Ray (agents, workers, engines) outlives this
+            # process is stopped by a reaper when it exits, however it exits:
+            # Ray ends the process itself when the Serve stopper above touches
+            # it after ray.shutdown().
+            reaper.reap_on_exit(reaper.child_processes())
             ray.shutdown()
 
 

@@ -11,6 +11,10 @@ and keeps the reaper's stdin open. When the replica dies, for any reason,
 the kernel closes that pipe; the reaper sees end-of-file and stops every
 process it was told about that is still running (SIGTERM, then SIGKILL).
 The start time guards against a recycled pid.
+
+``llmserve run`` uses the same reaper for the local Ray it started: when it
+stops, everything left of that Ray (agents, workers, engines) is stopped
+once the CLI process is gone.
 """
 
 from __future__ import annotations

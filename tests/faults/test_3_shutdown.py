@@ -43,13 +43,16 @@ def test_sigterm_drains_streams_then_leaves_no_process(fault_app: FaultApp) -> N
     seen = asyncio.run(scenario())
     fault_app.proc.wait(timeout=GRACEFUL_S + 60)
     exited = time.monotonic() - seen["term"]
-    _, left = psutil.wait_procs(before, timeout=5)
+    # The budget: everything gone within the grace period plus 15 s.
+    _, left = psutil.wait_procs(before, timeout=max(GRACEFUL_S + 15 - exited, 0.1))
+    gone = time.monotonic() - seen["term"]
     streams = seen["streams"]
     print(
         f"\nSIGTERM with 4 streams in flight: {summary(streams)}, "
         f"{[o.chunks for o in streams]} chunks, finish {[o.finish_reason for o in streams]}; "
         "a new request during the drain -> "
-        f"{seen['late']}; exited {exited:.1f} s after SIGTERM; {len(left)} processes left"
+        f"{seen['late']}; exited {exited:.1f} s after SIGTERM; "
+        f"{len(before) - len(left)} of {len(before)} processes gone after {gone:.1f} s"
     )
     # Each ran to its full 200 tokens (ignore_eos): finished by length, not cut. (vLLM
     # merges deltas when the reader lags, so the chunk count can be lower than 200.)
