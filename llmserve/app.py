@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve import Application
 
 from llmserve.config import AppConfig
+from llmserve.deployments import versions
 from llmserve.deployments.ingress import Ingress, IngressSettings, Routes
 from llmserve.deployments.llm_server import LLMServer
 from llmserve.deployments.options import deployment_name, engine_deployment_options
@@ -44,7 +45,7 @@ def build_app(config: AppConfig) -> Application:
         deployment = serve.deployment(LLMServer).options(
             name=name, **engine_deployment_options(model, retry_after)
         )
-        handle = deployment.bind(model, home)
+        handle = versions.bind(deployment, model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle
         if model.resumes_streams(fused=False):
@@ -75,7 +76,7 @@ def build_app(config: AppConfig) -> Application:
             max_queued_requests=ingress_limits.max_queued_requests,
         )
     ingress = serve.deployment(serve.ingress()(Ingress)).options(name=INGRESS_NAME, **options)
-    return ingress.bind(settings, routes, fused, home)
+    return versions.bind(ingress, settings, routes, fused, home)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ray import serve
 
 from llmserve.config import AppConfig
+from llmserve.deployments import versions
 from llmserve.deployments.embedder import Embedder
 from llmserve.deployments.ingress import LocalPipeline, Routes
 from llmserve.deployments.options import deployment_name, engine_deployment_options
@@ -42,7 +43,7 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
             name=name, **cfg.deployment.to_serve_options(retry_after)
         )
         hint = index_hint(pipelines_of.get(cfg.id, "NAME"))
-        retrievers[cfg.id] = dep.bind(cfg, embedders[cfg.embedder], hint)
+        retrievers[cfg.id] = versions.bind(dep, cfg, embedders[cfg.embedder], hint)
         routes.deployments.append(name)
 
     for p in config.pipelines:
@@ -61,7 +62,9 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
         dep = serve.deployment(RAGRouter).options(
             name=name, **p.deployment.to_serve_options(retry_after)
         )
-        router = dep.bind(p, tokenizer, retrievers[p.retriever], reranker, routes.chat[p.generator])
+        router = versions.bind(
+            dep, p, tokenizer, retrievers[p.retriever], reranker, routes.chat[p.generator]
+        )
         routes.chat[p.id] = router
         routes.retrieve[p.id] = router
         routes.metrics_sources.append(router)
@@ -77,7 +80,7 @@ def _bind_engines(config: AppConfig, configs, cls, kind: str, route: dict, route
         dep = serve.deployment(cls).options(
             name=name, **engine_deployment_options(cfg, retry_after)
         )
-        bound[cfg.id] = route[cfg.id] = dep.bind(cfg, home)
+        bound[cfg.id] = route[cfg.id] = versions.bind(dep, cfg, home)
         routes.model_cards.append({"id": cfg.id, "root": cfg.source, "kind": kind})
         routes.metrics_sources.append(bound[cfg.id])
         routes.deployments.append(name)

@@ -45,7 +45,9 @@ def base_config(port: int) -> dict:
         "ingress": {"port": port, "fused_model": "tiny", "request_timeout_s": 120},
         "models": [
             {"id": "tiny", **MODEL, "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S}},
-            {"id": "pair", **MODEL, "deployment": {"num_replicas": 2}},
+            # resume_streams explicit: its default follows the replica count, so a
+            # swap 2 -> 1 -> 2 would otherwise redeploy the ingress too.
+            {"id": "pair", **MODEL, "resume_streams": True, "deployment": {"num_replicas": 2}},
         ],
     }
 

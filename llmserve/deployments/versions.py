@@ -1,0 +1,79 @@
+"""Deployment versions, so that a redeploy restarts only what changed.
+
+``serve.run`` gives a deployment without a version a random one on every
+call (``ray/serve/_private/client.py``), so each ``llmserve deploy`` used to
+restart every replica of every deployment, engines included, even for a
+one-line change to one model. Serve keeps a replica when its version is
+unchanged and applies the light options (``num_replicas``, autoscaling,
+request limits) in place.
+
+A deployment's version here is a hash of its constructor arguments (less
+each component's ``deployment`` block, which Serve applies itself) and of
+llmserve's own source. Changing a model's ``engine_kwargs`` restarts that
+model's replicas; changing its ``num_replicas`` adds or removes replicas and
+keeps the others; a deployment whose arguments did not change is left alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def bind(deployment: Deployment, *args: Any) -> Application:
+    """``deployment.bind(*args)``, with a version that changes only when the
+    arguments (or llmserve's code) do."""
+    # Serve removed ``version`` from the public options (it picks a random one
+    # instead); ``_internal`` is how its own config path sets it.
+    return deployment.options(version=version_of(args), _internal=True).bind(*args)
+
+
+def version_of(args: tuple[Any, ...]) -> str:
+    """Stable hash of constructor arguments, plus llmserve's source."""
+    encoded = json.dumps([_code_hash(), _plain(args)], sort_keys=True).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form of an argument; a bound deployment is its name."""
+    if isinstance(value, Application):
+        return {"deployment": value._bound_deployment.name}
+    if isinstance(value, BaseModel):
+        # A component's ``deployment`` block is Serve's to apply: replica counts
+        # and limits in place, actor options (CPUs, placement) by a restart
+        # Serve decides on itself. Replicas never read it.
+        return value.model_dump(mode="json", exclude={"deployment"})
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    # An unknown type has no stable form; refuse rather than hash a repr
+    # that may hold a memory address (a new version on every deploy).
+    raise TypeError(f"no stable version for a deployment argument of type {type(value)}")
+
+
+@functools.cache
+def _code_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        digest.update(str(path.relative_to(_PACKAGE)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
