@@ -35,6 +35,11 @@ def build_app(config: AppConfig) -> Application:
     fused_id = config.ingress.fused_model
     for model in config.models:
         routes.model_cards.append({"id": model.id, "root": model.source, "kind": "model"})
+        for adapter, path in (model.lora.adapters if model.lora else {}).items():
+            routes.adapters[adapter] = model.id
+            routes.model_cards.append(
+                {"id": adapter, "root": path, "parent": model.id, "kind": "lora"}
+            )
         if model.request_timeout_s is not None:
             routes.timeouts[model.id] = model.request_timeout_s
         if model.id == fused_id:

@@ -50,10 +50,10 @@ def _resolve(value: Any, base_dir: Path) -> Any:
 def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """A copy of raw config data with local paths made absolute against ``base_dir``.
 
-    Covers ``home``, retriever ``uri``s, corpus ``paths`` and a model's
-    ``serving.chat_template`` file (only when it exists there); URIs with a scheme
-    (s3://, gs://, db://) are left alone. Malformed entries are left for
-    validation to report.
+    Covers ``home``, retriever ``uri``s, corpus ``paths``, and a model's
+    ``serving.chat_template`` file and LoRA adapter folders (only when they
+    exist there); URIs with a scheme (s3://, gs://, db://) are left alone.
+    Malformed entries are left for validation to report.
     """
     data = copy.deepcopy(data)
     base_dir = Path(base_dir).absolute()
@@ -73,6 +73,13 @@ def resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> dict[str, An
         serving = model.get("serving") if isinstance(model, dict) else None
         if isinstance(serving, dict) and "chat_template" in serving:
             serving["chat_template"] = resolve_chat_template(serving["chat_template"], base_dir)
+        lora = model.get("lora") if isinstance(model, dict) else None
+        adapters = lora.get("adapters") if isinstance(lora, dict) else None
+        if isinstance(adapters, dict):
+            # A folder relative to the config file; otherwise a Hugging Face id.
+            for name, path in adapters.items():
+                if isinstance(path, str) and (base_dir / os.path.expanduser(path)).exists():
+                    adapters[name] = _resolve(path, base_dir)
     return data
 
 

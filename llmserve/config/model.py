@@ -10,6 +10,7 @@ from llmserve.config.common import EnvVarName, EnvVarValue, Identifier
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.engine_args import check_engine_kwargs
 from llmserve.config.errors import issues_error
+from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
 
@@ -100,6 +101,14 @@ class ModelConfig(EngineConfig):
         ),
     )
 
+    lora: LoRAConfig | None = Field(
+        None,
+        description=(
+            "LoRA adapters served by this model's replicas, each under its own model id "
+            "(listed in /v1/models with `parent` set to this model's id)."
+        ),
+    )
+
     @field_validator("serving")
     @classmethod
     def _check_serving(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +133,12 @@ class ModelConfig(EngineConfig):
                     "enable_log_outputs needs engine_kwargs.enable_log_requests: true",
                 )
             )
+        if self.lora is not None:
+            issues += [
+                (("engine_kwargs", name), f"'{name}' is set by the lora block; remove it here")
+                for name in LORA_ENGINE_ARGS
+                if name in self.engine_kwargs
+            ]
         if issues:
             raise issues_error(type(self).__name__, issues)
         return self

@@ -76,11 +76,31 @@ def _check_ref(value: Any, section: str, owners: dict, loc: Loc, issues: Issues)
     return None
 
 
+def _check_adapter_ids(data: Mapping[str, Any], served: dict, issues: Issues) -> None:
+    """LoRA adapter ids are model names to clients too: unique among all of them."""
+    seen: dict[str, str] = {}
+    for i, item in _items(data, "models"):
+        lora = item.get("lora")
+        adapters = lora.get("adapters") if isinstance(lora, Mapping) else None
+        for name in adapters if isinstance(adapters, Mapping) else []:
+            loc = ("models", i, "lora", "adapters", name)
+            if name in served:
+                kind = _KIND[served[name][0]]
+                issues.append((loc, f"duplicate id '{name}' (already {_a(kind)} id)"))
+            elif name in seen:
+                issues.append(
+                    (loc, f"duplicate id '{name}' (already an adapter of '{seen[name]}')")
+                )
+            else:
+                seen[name] = item.get("id")
+
+
 def find_reference_issues(data: Mapping[str, Any]) -> Issues:
     """Duplicate ids, dangling references and limits that depend on another component."""
     issues: Issues = []
     served = _collect_ids(data, SERVED_SECTIONS, issues)
     retrievers = _collect_ids(data, ("retrievers",), issues)
+    _check_adapter_ids(data, served, issues)
 
     for i, item in _items(data, "retrievers"):
         _check_ref(item.get("embedder"), "embedders", served, ("retrievers", i, "embedder"), issues)

@@ -38,7 +38,7 @@ UNSUPPORTED_SERVING_OPTIONS: dict[str, str] = {
     "ssl_cert_reqs": _TLS,
     "ssl_ciphers": _TLS,
     "enable_ssl_refresh": _TLS,
-    "lora_modules": "LoRA adapters would be served under names the ingress does not route",
+    "lora_modules": "set LoRA adapters in the model's lora block, which the ingress routes",
     "tool_server": "llmserve does not serve the Responses API that uses it",
     "tokens_only": _NOT_SERVED,
     "enable_scale_out": _NOT_SERVED,

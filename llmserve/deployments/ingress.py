@@ -98,6 +98,8 @@ class Routes:
     """Ids whose streams continue on another replica when theirs dies."""
     deployments: list[str] = field(default_factory=list)
     """Deployment names behind the ingress; ``/health`` needs a running replica of each."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """LoRA adapter id -> its base model's id, whose routes, gate and timeout it shares."""
 
 
 class Ingress:
@@ -213,6 +215,10 @@ def build_ingress_app(
         drain=drain or DrainWatch("local"),
     )
     created = int(time.time())
+    for adapter, base in routes.adapters.items():
+        for handles in (routes.chat, routes.completions, routes.tokenize):
+            if base in handles:
+                handles[adapter] = handles[base]
 
     retry_after = {"Retry-After": str(settings.retry_after_s)}
 
@@ -285,13 +291,14 @@ def build_ingress_app(
                 id_: _Target(
                     id_,
                     handle,
-                    routes.timeouts.get(id_, settings.request_timeout_s),
-                    gates.get(id_),
+                    routes.timeouts.get(base, settings.request_timeout_s),
+                    gates.get(base),
                     retry_after,
                     health,
-                    id_ in routes.resumable,
+                    base in routes.resumable,
                 )
                 for id_, handle in handles.items()
+                for base in [routes.adapters.get(id_, id_)]
             }
             app.add_api_route(path, _make_endpoint(method, targets), methods=["POST"])
     return app

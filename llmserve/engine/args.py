@@ -47,6 +47,8 @@ def build_engine_args(
     if isinstance(cfg, ModelConfig):
         # ``vllm serve --reasoning-parser`` is an engine argument in vLLM.
         kwargs |= cfg.engine_serving_options()
+        if cfg.lora is not None:
+            kwargs |= cfg.lora.engine_args()
     if runner is not None:
         kwargs.setdefault("runner", runner)
     return AsyncEngineArgs(

