@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -44,10 +45,12 @@ def base_config(port: int) -> dict:
     return {
         "ingress": {"port": port, "fused_model": "tiny", "request_timeout_s": 120},
         "models": [
-            {"id": "tiny", **MODEL, "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S}},
-            # resume_streams explicit: its default follows the replica count, so a
-            # swap 2 -> 1 -> 2 would otherwise redeploy the ingress too.
-            {"id": "pair", **MODEL, "resume_streams": True, "deployment": {"num_replicas": 2}},
+            {
+                "id": "tiny",
+                **copy.deepcopy(MODEL),
+                "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S},
+            },
+            {"id": "pair", **copy.deepcopy(MODEL), "deployment": {"num_replicas": 2}},
         ],
     }
 
