@@ -47,9 +47,10 @@ def build_app(config: AppConfig) -> Application:
             routes.limits[model.id] = model.deployment.limits()
             continue
         name = deployment_name("llm", model.id)
-        deployment = serve.deployment(LLMServer).options(
-            name=name, **engine_deployment_options(model, retry_after)
-        )
+        options = engine_deployment_options(model, retry_after)
+        if model.lora is not None:  # loaded by LLMServer.reconfigure, no restart
+            options["user_config"] = {"lora_adapters": dict(model.lora.adapters)}
+        deployment = serve.deployment(LLMServer).options(name=name, **options)
         handle = versions.bind(deployment, model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle

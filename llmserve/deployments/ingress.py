@@ -277,6 +277,7 @@ def build_ingress_app(
     endpoints = {
         "/v1/chat/completions": ("chat", routes.chat),
         "/v1/completions": ("completions", routes.completions),
+        "/v1/responses": ("responses", routes.completions),  # generative models
         "/tokenize": ("tokenize", routes.tokenize),
         "/detokenize": ("detokenize", routes.tokenize),
         "/v1/embeddings": ("embeddings", routes.embeddings),

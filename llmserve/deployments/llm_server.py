@@ -43,7 +43,7 @@ from llmserve.openai.errors import APIError, error_body, unavailable
 
 logger = logging.getLogger("llmserve")
 
-_ERROR_EVENT = 'data: {"error"'
+_ERROR_EVENTS = ('data: {"error"', "event: error")
 _WATCH_PERIOD_S = 0.5
 _RESTART_ATTEMPTS = 3
 _EXIT_DELAY_S = 0.5
@@ -78,6 +78,34 @@ class LLMServer:
         self._chat = bundle.state.openai_serving_chat
         self._completion = bundle.state.openai_serving_completion
         self._tokenization = bundle.state.serving_tokenization
+        self._models = bundle.state.openai_serving_models
+        self._responses = bundle.state.openai_serving_responses
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's user_config: the LoRA adapters to serve, ``{"lora_adapters": {id: path}}``.
+
+        A redeploy that only changes a model's adapters keeps its replicas (see
+        ``deployments/versions.py``) and calls this on each: adapters are loaded
+        into and dropped from the running engine, which is not restarted."""
+        from vllm.entrypoints.serve.lora.protocol import (
+            LoadLoRAAdapterRequest,
+            UnloadLoRAAdapterRequest,
+        )
+
+        wanted = dict(user_config.get("lora_adapters") or {})
+        loaded = {name: r.lora_path for name, r in self._models.lora_requests.items()}
+        for name in loaded.keys() - wanted.keys():
+            await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        for name, path in wanted.items():
+            if loaded.get(name) != path:
+                answer = await self._models.load_lora_adapter(
+                    LoadLoRAAdapterRequest(lora_name=name, lora_path=path), self.model_id
+                )
+                if not isinstance(answer, str):  # vLLM's ErrorResponse
+                    raise RuntimeError(f"LoRA adapter {name!r} ({path}): {answer.error.message}")
+        if self._model.lora is not None:  # what an in-place engine restart loads
+            lora = self._model.lora.model_copy(update={"adapters": wanted})
+            self._model = self._model.model_copy(update={"lora": lora})
 
     def ready(self) -> bool:
         """Whether the engine can take a request now (not dead, not restarting)."""
@@ -132,6 +160,21 @@ class LLMServer:
         async for item in self._serve(CompletionRequest, body, self._completion.create_completion):
             yield item
 
+    async def responses(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class."""
+        from vllm.entrypoints.openai.responses.api_router import _convert_stream_to_sse_events
+        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+
+        async def create(request, raw_request):
+            result = await self._responses.create_responses(request, raw_request)
+            if isinstance(result, AsyncGenerator):
+                # Event objects, written as typed SSE events exactly as vLLM's router does.
+                return _convert_stream_to_sse_events(result)
+            return result
+
+        async for item in self._serve(ResponsesRequest, body, create, by_alias=True):
+            yield item
+
     async def tokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
         from vllm.entrypoints.serve.tokenize.protocol import TokenizeRequest
 
@@ -146,7 +189,9 @@ class LLMServer:
         ):
             yield item
 
-    async def _serve(self, request_cls, body, create) -> AsyncGenerator[dict | str, None]:
+    async def _serve(
+        self, request_cls, body, create, by_alias: bool = False
+    ) -> AsyncGenerator[dict | str, None]:
         request, error = parse_request(request_cls, body)
         if error is not None:
             yield error
@@ -160,7 +205,10 @@ class LLMServer:
             yield self._unavailable().body() if self._engine.errored else vllm_error(exc)
             return
         if not isinstance(result, AsyncGenerator):
-            answer = result.model_dump()
+            # vLLM's router dumps Responses answers by alias, the others plainly.
+            answer = (
+                result.model_dump(mode="json", by_alias=True) if by_alias else result.model_dump()
+            )
             # vLLM reports a dead engine as a 500; it is the retryable 503.
             yield (
                 self._unavailable().body() if "error" in answer and self._engine.errored else answer
@@ -170,7 +218,7 @@ class LLMServer:
         # makes vLLM abort the request and free its KV cache.
         async for event in result:
             # vLLM ends a stream whose engine died with a 500 error event.
-            if event.startswith(_ERROR_EVENT) and self._engine.errored:
+            if event.startswith(_ERROR_EVENTS) and self._engine.errored:
                 raise self._unavailable()
             yield event
 

@@ -8,7 +8,8 @@ unchanged and applies the light options (``num_replicas``, autoscaling,
 request limits) in place.
 
 A deployment's version here is a hash of its constructor arguments (less
-each component's ``deployment`` block, which Serve applies itself) and of
+each component's ``deployment`` block, which Serve applies itself, and a
+model's LoRA adapters, which its replicas load at run time) and of
 llmserve's own source. Changing a model's ``engine_kwargs`` restarts that
 model's replicas; changing its ``num_replicas`` adds or removes replicas and
 keeps the others; a deployment whose arguments did not change is left alone.
@@ -28,6 +29,8 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 _PACKAGE = Path(__file__).resolve().parent.parent
+# Config fields a running replica takes without a restart.
+_APPLIED_IN_PLACE = {"deployment": True, "lora": {"adapters": True}}
 
 
 def bind(deployment: Deployment, *args: Any) -> Application:
@@ -51,8 +54,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         # A component's ``deployment`` block is Serve's to apply: replica counts
         # and limits in place, actor options (CPUs, placement) by a restart
-        # Serve decides on itself. Replicas never read it.
-        return value.model_dump(mode="json", exclude={"deployment"})
+        # Serve decides on itself. Replicas never read it. A model's LoRA
+        # adapters reach its replicas as Serve's user_config (``reconfigure``).
+        return value.model_dump(mode="json", exclude=_APPLIED_IN_PLACE)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):

@@ -1,7 +1,9 @@
 """Multi-LoRA: adapters served as models of their own by their base model's engine.
 
 Two random LoRA adapters for the tiny random Llama are made here with
-``peft``; the app serves the base model (fused into the ingress) with both.
+``peft``; the app serves the base model (its own deployment) with both. The
+last test redeploys with one adapter swapped for another and checks that the
+base model's replica (and engine) stayed up.
 """
 
 from __future__ import annotations
@@ -42,33 +44,41 @@ def make_adapter(base: Path, out: Path, seed: int) -> Path:
     return out
 
 
+def config_data(port: int, adapters: dict[str, str]) -> dict:
+    return {
+        "ingress": {"port": port},
+        "models": [
+            {
+                "id": BASE,
+                "source": "builtin:tiny-llama",
+                "device": "cpu",
+                "engine_kwargs": {
+                    "dtype": "float32",
+                    "enforce_eager": True,
+                    "max_model_len": 512,
+                },
+                "env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                "lora": {"adapters": adapters, "max_loras": 2, "max_lora_rank": 8},
+            }
+        ],
+    }
+
+
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> str:
+def adapters(tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("lora")
     base = Path(prepare_builtin("tiny-llama"))
-    adapters = {
-        name: str(make_adapter(base, tmp / name, seed)) for seed, name in enumerate(ADAPTERS)
-    }
-    config = validate_config_dict(
-        {
-            "ingress": {"port": free_port(), "fused_model": BASE},
-            "models": [
-                {
-                    "id": BASE,
-                    "source": "builtin:tiny-llama",
-                    "device": "cpu",
-                    "engine_kwargs": {
-                        "dtype": "float32",
-                        "enforce_eager": True,
-                        "max_model_len": 512,
-                    },
-                    "env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"},
-                    "lora": {"adapters": adapters, "max_loras": 2, "max_lora_rank": 8},
-                }
-            ],
-        }
-    )
-    with running_app(config) as url:
+    return {name: str(make_adapter(base, tmp / name, seed)) for seed, name in enumerate(ADAPTERS)}
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def app(adapters: dict[str, str], port: int) -> str:
+    with running_app(validate_config_dict(config_data(port, adapters))) as url:
         yield url
 
 
@@ -162,3 +172,34 @@ def test_an_unknown_adapter_is_404(app: str) -> None:
     response = complete(app, "tiny-c")
     assert response.status_code == 404
     assert response.json()["error"]["param"] == "model"
+
+
+def _replica_ids(deployment: str) -> set[str]:
+    """Serve's replica ids of ``deployment``, from the replica actors' names."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::llmserve#{deployment}#"
+    return {
+        a["name"].removeprefix(prefix)
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(prefix)
+    }
+
+
+def test_adapters_swapped_by_a_redeploy_without_restarting_the_engine(
+    app: str, adapters: dict[str, str], port: int
+) -> None:
+    """Last: it changes the app. tiny-b goes, tiny-c (tiny-b's weights) comes."""
+    from llmserve import runtime
+
+    before = {m: text(complete(app, m)) for m in ADAPTERS}
+    replicas = _replica_ids(f"llm-{BASE}")
+    swapped = {ADAPTERS[0]: adapters[ADAPTERS[0]], "tiny-c": adapters[ADAPTERS[1]]}
+    runtime.deploy(validate_config_dict(config_data(port, swapped)), timeout_s=600)
+
+    listed = {m["id"] for m in httpx.get(f"{app}/v1/models").json()["data"]}
+    assert listed == {BASE, ADAPTERS[0], "tiny-c"}
+    assert text(complete(app, "tiny-c")) == before[ADAPTERS[1]]
+    assert text(complete(app, ADAPTERS[0])) == before[ADAPTERS[0]]
+    assert complete(app, ADAPTERS[1]).status_code == 404
+    assert _replica_ids(f"llm-{BASE}") == replicas and replicas

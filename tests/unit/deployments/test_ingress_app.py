@@ -37,6 +37,7 @@ SECRET = "secret-internal-detail"
 ENDPOINTS = {
     "/v1/chat/completions": "model",
     "/v1/completions": "model",
+    "/v1/responses": "model",
     "/tokenize": "model",
     "/detokenize": "model",
     "/v1/embeddings": "model",
@@ -93,6 +94,9 @@ class Model_:
 
     def completions(self, body):
         return self._answer("completions", body)
+
+    def responses(self, body):
+        return self._answer("responses", body)
 
     def tokenize(self, body):
         return self._answer("tokenize", body)

@@ -24,7 +24,14 @@ pytestmark = pytest.mark.unit
 BASE = yaml.safe_load((CONFIGS / "default.yaml").read_text())
 # (Its resume_streams is explicit: the default follows the replica count, and
 # which models resume is the ingress's business.)
-BASE["models"].append({**copy.deepcopy(BASE["models"][0]), "id": "other", "resume_streams": False})
+BASE["models"].append(
+    {
+        **copy.deepcopy(BASE["models"][0]),
+        "id": "other",
+        "resume_streams": False,
+        "lora": {"adapters": {"other-a": "/srv/lora/a"}},
+    }
+)
 
 
 def versions(data: dict) -> dict[str, str]:
@@ -85,13 +92,22 @@ def test_replicas_and_limits_restart_nothing(base) -> None:
 
 def test_a_model_added_or_removed_restarts_the_ingress_and_nothing_else(base) -> None:
     def add(d: dict) -> None:
-        d["models"].append({**copy.deepcopy(model(d, "other")), "id": "extra"})
+        d["models"].append({**copy.deepcopy(model(d, "other")), "id": "extra", "lora": None})
 
     def remove(d: dict) -> None:
         d["models"].remove(model(d, "other"))
 
     assert changed(base, versions(edited(add))) == {"ingress", "llm-extra"}
     assert changed(base, versions(edited(remove))) == {"ingress", "llm-other"}
+
+
+def test_adapters_changed_restart_the_ingress_only(base) -> None:
+    # The model's replicas load and drop adapters at run time (LLMServer.reconfigure);
+    # the ingress routes the new ids.
+    def swap(d: dict) -> None:
+        model(d, "other")["lora"]["adapters"] = {"other-b": "/srv/lora/b"}
+
+    assert changed(base, versions(edited(swap))) == {"ingress"}
 
 
 def test_unknown_argument_types_are_refused() -> None:
