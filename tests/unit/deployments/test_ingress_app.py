@@ -791,27 +791,29 @@ def test_an_in_process_model_over_its_limits_is_429_at_once(model: Model_) -> No
     before = {s: counted(s) for s in ("429", "504")}
     routes = Routes(chat={"m": LocalHandle(model)}, limits={"m": (1, 0)}, timeouts={"m": 5})
     for client in _client(routes):
-
-        async def burst(client=client):
-            import httpx
-
-            transport = httpx.ASGITransport(app=client.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                hung = asyncio.create_task(
-                    c.post("/v1/chat/completions", json={"model": "m", "do": "hang"}, headers=AUTH)
-                )
-                while "started" not in model.ended:
-                    await asyncio.sleep(0.01)
-                refused = await c.post("/v1/chat/completions", json={"model": "m"}, headers=AUTH)
-                return refused, await hung
-
-        refused, hung = asyncio.run(burst())
+        refused, hung = asyncio.run(_while_one_hangs(client, model, "m"))
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
         assert hung.status_code == 504  # its own 5 s limit
         assert model.ended == ["started", "closed"]
     assert {s: counted(s) - before[s] for s in before} == {"429": 1, "504": 1}
+
+
+async def _while_one_hangs(client: TestClient, model: Model_, other: str):
+    """A chat request to ``m`` that hangs and, while it does, one to ``other``.
+    Returns (the other's response, the hung one's once it ends)."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=client.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        hung = asyncio.create_task(
+            c.post("/v1/chat/completions", json={"model": "m", "do": "hang"}, headers=AUTH)
+        )
+        while "started" not in model.ended:
+            await asyncio.sleep(0.01)
+        answer = await c.post("/v1/chat/completions", json={"model": other}, headers=AUTH)
+        return answer, await hung
 
 
 def test_a_lora_adapter_is_served_through_its_base_model(model: Model_) -> None:
@@ -837,20 +839,7 @@ def test_a_lora_adapter_is_served_through_its_base_model(model: Model_) -> None:
         ]
         _assert_error(_post(client, {"model": "m-b"}), 404, "model")
 
-        async def burst(client=client):
-            import httpx
-
-            transport = httpx.ASGITransport(app=client.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                hung = asyncio.create_task(
-                    c.post("/v1/chat/completions", json={"model": "m", "do": "hang"}, headers=AUTH)
-                )
-                while "started" not in model.ended:
-                    await asyncio.sleep(0.01)
-                refused = await c.post("/v1/chat/completions", json={"model": "m-a"}, headers=AUTH)
-                return refused, await hung
-
-        refused, hung = asyncio.run(burst())
+        refused, hung = asyncio.run(_while_one_hangs(client, model, "m-a"))
         assert refused.status_code == 429  # the base's one slot is taken
         assert hung.status_code == 504  # the base's own 5 s limit
 
