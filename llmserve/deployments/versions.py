@@ -37,7 +37,8 @@ def bind(deployment: Deployment, *args: Any) -> Application:
     """``deployment.bind(*args)``, with a version that changes only when the
     arguments (or llmserve's code) do."""
     # Serve removed ``version`` from the public options (it picks a random one
-    # instead); ``_internal`` is how its own config path sets it.
+    # instead); ``_internal=True`` still accepts it. A private path: Ray is
+    # pinned, and tests/e2e/test_lora.py checks that a redeploy keeps a replica.
     return deployment.options(version=version_of(args), _internal=True).bind(*args)
 
 

@@ -1,14 +1,14 @@
-"""The default app through LangChain's OpenAI chat model, as LangChain users call it.
+"""The default app through LangChain's OpenAI clients, as LangChain users call them.
 
-(LlamaIndex's OpenAI-like client is not tested: installing it upgrades the
-``openai`` SDK the rest of the suite pins, and pulls ``nltk``.)
+(LlamaIndex's ``OpenAILike`` is not tested yet: its OpenAI package wants
+``openai<3``, so adding it would move the whole suite to the older SDK.)
 """
 
 from __future__ import annotations
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-from langchain_openai import ChatOpenAI
+from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel, Field
 
 
@@ -45,6 +45,28 @@ def test_a_bound_tool_comes_back_as_a_parsed_tool_call(default_app: str) -> None
     [call] = answer.tool_calls
     assert call["name"] == "Weather"
     Weather.model_validate(call["args"])
+
+
+def test_structured_output_comes_back_as_the_pydantic_model(default_app: str) -> None:
+    llm = chat(default_app, "smollm2", max_tokens=64).with_structured_output(
+        Weather, method="json_schema"
+    )
+    answer = llm.invoke("What is the weather in Paris, in celsius?")
+    assert isinstance(answer, Weather)
+
+
+def test_embeddings_of_a_query_and_documents(default_app: str) -> None:
+    embeddings = OpenAIEmbeddings(
+        base_url=f"{default_app}/v1",
+        api_key="unused",
+        model="minilm",
+        # Its token-length check needs tiktoken's encodings, downloaded from the internet.
+        check_embedding_ctx_length=False,
+    )
+    query = embeddings.embed_query("What is llmserve?")
+    documents = embeddings.embed_documents(["Ray Serve", "vLLM engines"])
+    assert len(documents) == 2
+    assert {len(query), *map(len, documents)} == {384}  # all-MiniLM-L6-v2
 
 
 def test_a_rag_pipeline_is_a_chat_model(default_app: str) -> None:
