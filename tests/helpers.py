@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+
+import psutil
 
 from llmserve.config import AppConfig
 
@@ -15,24 +20,74 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_leftovers(processes: Iterable[psutil.Process], what: str, wait_s: float = 15.0) -> None:
+    """Wait up to ``wait_s`` for ``processes`` to end, then kill the rest and warn.
+
+    An app's process that outlives its test (an ingress replica on a direct-ingress
+    port, an HAProxy, an engine) can answer the next test's requests; one CI run saw
+    the tiny app's port answer with the default app's models. ``tests/faults`` checks
+    that none is left; this keeps one leak from failing unrelated tests.
+    """
+    alive = [p for p in processes if p.is_running()]
+    _, alive = psutil.wait_procs(alive, timeout=wait_s)
+    if not alive:
+        return
+    names = []
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            names.append(f"{proc.pid} {proc.name()}")
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    warnings.warn(f"{what} left {len(names)} processes; killed: {', '.join(names)}", stacklevel=2)
+
+
+def descendants(pid: int | None = None) -> list[psutil.Process]:
+    """Every live descendant of ``pid`` (default: this process)."""
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+def in_session(sid: int) -> list[psutil.Process]:
+    """Live processes of session ``sid`` (a ``start_new_session`` child and what it started)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+    return found
+
+
 @contextlib.contextmanager
 def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
-    """Deploy ``config`` on an embedded Ray in this process; yield the base URL."""
+    """Deploy ``config`` on an embedded Ray in this process; yield the base URL.
+
+    ``runtime.connect`` puts Serve's settings (HAProxy mode, its stats port) into this
+    process's environment for Ray to pass on; they are restored afterwards, so a later
+    test's Ray does not start with this app's ports.
+    """
     import ray
     from ray import serve
 
     from llmserve import runtime
 
+    saved_env = dict(os.environ)
+    older = {p.pid for p in descendants()}
     runtime.prepare_models(config)
     runtime.connect(None, **{**runtime.local_ray_options(config), "num_cpus": num_cpus})
+    started = time.monotonic()
     try:
         runtime.deploy(config, timeout_s=600)
         yield f"http://{config.ingress.host}:{config.ingress.port}"
     finally:
+        ours = [p for p in descendants() if p.pid not in older]
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+            os.environ.clear()
+            os.environ.update(saved_env)
+            stop_leftovers(ours, f"the app started {time.monotonic() - started:.0f} s ago")
 
 
 def curl_sse(url: str, body: dict, api_key: str | None = None, timeout: float = 120) -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import CONFIGS, ROOT
-from tests.helpers import free_port
+from tests.helpers import descendants, free_port, in_session, stop_leftovers
 
 STARTUP_TIMEOUT_S = 900
 
@@ -44,9 +44,14 @@ def default_app(tmp_path_factory):
         yield base_url
     finally:
         # Ctrl-C, as a user would; it must shut Serve and Ray down cleanly.
+        app_processes = descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("llmserve run did not exit within 120 s of Ctrl-C")
+        finally:
+            # What outlives the CLI is reaped by it within ~10 s (tests/faults checks
+            # that); whatever is still there after that must not answer later tests.
+            stop_leftovers(app_processes + in_session(proc.pid), "llmserve run (default app)")
