@@ -54,8 +54,11 @@ docs: install
 test: prepare lint
 	$(VENV)/bin/pytest -ra
 
+# bare vLLM, llmserve, bare vLLM again on configs/tiny.yaml; e.g. BENCH_ARGS="--concurrency 1 8".
+BENCH_ARGS ?=
 bench: prepare
-	$(PY) scripts/bench_serving.py
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install -e '.[$(DEVICE),bench]'
+	$(PY) scripts/bench_serving.py $(BENCH_ARGS)
 
 # Locust, headless, against a running server (start it with `make run`).
 LOAD_HOST     ?= http://127.0.0.1:8000

