@@ -52,6 +52,7 @@ def connect(
     num_cpus: float | None = None,
     direct_ingress: bool = False,
     separate_user_code_thread: bool = True,
+    env: dict[str, str] | None = None,
 ) -> None:
     """Connect to a Ray cluster, or start an embedded local one if ``address`` is None.
 
@@ -60,7 +61,8 @@ def connect(
     which removes the Python proxy, and one process hop per token chunk.
     ``separate_user_code_thread=False`` runs deployment code on each
     replica's event loop (all llmserve deployment methods are async), which
-    saves a cross-thread hop per chunk. Serve reads these flags when it
+    saves a cross-thread hop per chunk. ``env`` (``RayConfig.process_env``) is
+    put into the local Ray's environment. Serve reads these flags when it
     starts, so a remote cluster must be started with them in its environment.
     """
     import ray
@@ -71,6 +73,7 @@ def connect(
     if address is None:
         # "local" always starts a new Ray, never attaches to one already running here.
         kwargs.update(address="local", num_cpus=num_cpus)
+        os.environ.update(env or {})
         if direct_ingress:
             os.environ.update(DIRECT_INGRESS_ENV)
             # HAProxy's own stats and metrics listeners default to fixed ports
@@ -166,6 +169,7 @@ def local_ray_options(config: AppConfig) -> dict[str, Any]:
         "num_cpus": ray_cfg.num_cpus,
         "direct_ingress": ray_cfg.direct_ingress,
         "separate_user_code_thread": ray_cfg.separate_user_code_thread,
+        "env": ray_cfg.process_env(),
     }
 
 

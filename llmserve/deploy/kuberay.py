@@ -136,6 +136,7 @@ def serve_env(config: AppConfig) -> list[dict[str, Any]]:
     env = dict(DIRECT_INGRESS_ENV) if config.ray.direct_ingress else {}
     separate = "1" if config.ray.separate_user_code_thread else "0"
     env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = separate
+    env.update(config.ray.process_env())
     return [{"name": k, "value": v} for k, v in env.items()]
 
 

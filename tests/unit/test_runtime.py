@@ -93,3 +93,21 @@ def test_the_direct_ingress_values_turn_the_flags_on() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"] * len(names)
+
+
+def test_the_idle_settings_reach_ray_and_serve() -> None:
+    """RayConfig.process_env's variables, as Ray and Serve read them in a fresh process."""
+    from llmserve.config import RayConfig
+
+    cfg = RayConfig(serve_control_loop_interval_s=0.75, metrics_report_interval_s=42)
+    code = (
+        "from ray._raylet import Config; import ray.serve._private.constants as c; "
+        "print(c.CONTROL_LOOP_INTERVAL_S, Config.metrics_report_interval_ms())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(cfg.process_env())
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0.75", "42000"]
