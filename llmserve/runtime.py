@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -78,8 +79,8 @@ def connect(
             os.environ.update(DIRECT_INGRESS_ENV)
             # HAProxy's own stats and metrics listeners default to fixed ports
             # (8404, 9101); free ones let several local apps run side by side.
-            os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
-            os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+            os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(pick_port())
+            os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(pick_port())
         os.environ["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = (
             "1" if separate_user_code_thread else "0"
         )
@@ -173,10 +174,25 @@ def local_ray_options(config: AppConfig) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Ports handed out here are bound later (HAProxy starts seconds after Ray), so they
+# come from a range that nothing takes by itself meanwhile: below the kernel's
+# ephemeral range (where every bind to port 0 lands, Ray's gRPC servers' included),
+# above Ray's worker ports (10002-19999), below Serve's direct-ingress ports (30000+).
+_PICK_RANGE = range(20000, 30000)
+
+
+def pick_port(host: str = "0.0.0.0") -> int:
+    """A TCP port that is free on ``host`` now and that no port-0 bind can take later."""
+    ports = list(_PICK_RANGE)
+    random.shuffle(ports)
+    for port in ports[:200]:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PICK_RANGE.start}-{_PICK_RANGE.stop - 1}")
 
 
 def wait_healthy(timeout_s: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -15,9 +14,10 @@ from llmserve.config import AppConfig
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for an app under test (see ``runtime.pick_port`` for why not port 0's)."""
+    from llmserve.runtime import pick_port
+
+    return pick_port()
 
 
 def stop_leftovers(processes: Iterable[psutil.Process], what: str, wait_s: float = 15.0) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,18 @@ def test_the_idle_settings_reach_ray_and_serve() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.75", "42000"]
+
+
+def test_picked_ports_are_free_and_out_of_reach_of_port_zero_binds() -> None:
+    """HAProxy binds the picked stats/metrics ports seconds later; a port from the kernel's
+    ephemeral range could be taken meanwhile by any bind to port 0 (Ray's own servers)."""
+    from ray.serve._private.constants import RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT
+
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(20):
+        port = runtime.pick_port()
+        assert not low <= port <= high
+        assert not 10002 <= port <= 19999, "`ray start`'s default worker ports"
+        assert port < RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", port))  # free right now
