@@ -100,6 +100,18 @@ class DeploymentConfig(BaseModel):
     graceful_shutdown_timeout_s: float = Field(
         20, ge=0, description="Seconds a stopping replica gets to finish in-flight requests."
     )
+    max_surge_percent: int = Field(
+        100,
+        ge=0,
+        le=100,
+        description=(
+            "Extra replicas (percent of the target, rounded up) a restart by `llmserve deploy` may "
+            "start before stopping old ones (Serve's max_surge_percent). 100: old replicas serve "
+            "until their replacements are ready, which needs room for both at once (for a GPU "
+            "model, spare GPUs). 0: old replicas stop first, so a one-replica deployment is "
+            "unavailable while its replacement starts."
+        ),
+    )
     # Fractional or zero so that a whole app fits on a laptop: the heavy work
     # runs in engine workers that reserve their own resources.
     num_cpus: float = Field(0, ge=0, description="CPUs reserved for the replica actor itself.")
@@ -134,6 +146,7 @@ class DeploymentConfig(BaseModel):
             health_check_period_s=self.health_check_period_s,
             health_check_timeout_s=self.health_check_timeout_s,
             graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
+            max_surge_percent=self.max_surge_percent,
             backpressure_config={"status_code": 429, "retry_after_s": retry_after_s},
             ray_actor_options={"num_cpus": self.num_cpus},
         )

@@ -201,7 +201,10 @@ class Traffic:
                     async for line in r.aiter_lines():
                         _event(o, line)
                 else:
-                    answer = json.loads(await r.aread())
+                    try:
+                        answer = json.loads(await r.aread())
+                    except ValueError:  # not an API answer (e.g. a proxy's plain-text 500)
+                        answer = {"error": {"code": r.status_code}}
                     if "error" in answer:
                         o.error_code = answer["error"].get("code")
                     else:

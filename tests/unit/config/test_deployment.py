@@ -93,6 +93,7 @@ def test_autoscaling_replaces_num_replicas() -> None:
         DeploymentConfig(),
         DeploymentConfig(num_replicas=2, num_cpus=1),
         DeploymentConfig(autoscaling_config=AutoscalingConfig(min_replicas=1, max_replicas=3)),
+        DeploymentConfig(max_surge_percent=0),
     ],
 )
 def test_ray_serve_accepts_the_options(config: DeploymentConfig) -> None:
@@ -104,6 +105,9 @@ def test_ray_serve_accepts_the_options(config: DeploymentConfig) -> None:
     # Building a Deployment validates the options without starting Ray.
     deployment = serve.deployment(**config.to_serve_options())(Replica)
     assert deployment.max_ongoing_requests == config.max_ongoing_requests
+    # Serve's rollout reads it from the deployment config (old replicas serve on until
+    # their replacements are ready when it is positive).
+    assert deployment._deployment_config.max_surge_percent == config.max_surge_percent
 
 
 def test_num_replicas_and_autoscaling_are_exclusive(issues) -> None:
@@ -143,6 +147,7 @@ def test_autoscaling_initial_outside_range(issues) -> None:
         ("max_queued_requests", -1),
         ("health_check_period_s", 0),
         ("num_cpus", -1),
+        ("max_surge_percent", 101),
     ],
 )
 def test_deployment_bounds(issues, field: str, value: float) -> None:
