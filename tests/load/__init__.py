@@ -1,0 +1,1 @@
+"""Load tests: a package, so the app its conftest starts (package scope) stops after them."""
