@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,13 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_corpus(workdir: Path, chunks: int) -> list[str]:
     """Write ``workdir/corpus`` and ``workdir/queries.jsonl`` (unless present); return queries."""
     queries = workdir / "queries.jsonl"
@@ -80,11 +72,12 @@ def make_corpus(workdir: Path, chunks: int) -> list[str]:
 def make_config(workdir: Path, reranker: bool):
     """Like configs/default.yaml, but over the bench corpus, on a free port."""
     from llmserve.config import validate_config_dict
+    from llmserve.runtime import pick_port
 
     minilm = {"source": "builtin:all-minilm-l6-v2", "device": "cpu", "engine_kwargs": ENGINE}
     pipeline = {"id": PIPELINE, "retriever": RETRIEVER, "generator": "smollm2"}
     data: dict[str, Any] = {
-        "ingress": {"host": "127.0.0.1", "port": free_port(), "fused_model": "smollm2"},
+        "ingress": {"host": "127.0.0.1", "port": pick_port(), "fused_model": "smollm2"},
         "models": [
             {
                 "id": "smollm2",

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.helpers import free_port
+from tests.helpers import descendants, free_port
 
 STARTUP_TIMEOUT_S = 600
 RECOVERY_LIMIT_S = 240
@@ -86,9 +86,7 @@ class FaultApp:
             time.sleep(1)
 
     def processes(self) -> list[psutil.Process]:
-        with contextlib.suppress(psutil.Error):
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        return []
+        return descendants(self.proc.pid)
 
     def replicas(self, deployment: str) -> list[psutil.Process]:
         """Serve replica processes of ``deployment`` (by Ray's process title)."""
