@@ -15,14 +15,8 @@ import time
 import httpx
 import psutil
 
-from tests.faults.conftest import (
-    RECOVERY_LIMIT_S,
-    FaultApp,
-    Traffic,
-    engine_cores,
-    ok,
-    summary,
-)
+from tests.faults.conftest import RECOVERY_LIMIT_S, FaultApp, engine_cores
+from tests.traffic import Traffic, ok, summary
 
 
 async def _probe_health(url: str, stop: asyncio.Event, seen: list[tuple[float, int]]) -> None:

@@ -25,7 +25,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.faults.conftest import MODEL, FaultApp, Traffic, ok, summary
+from llmserve.config import validate_config_dict
+from tests.faults.conftest import MODEL, FaultApp
+from tests.traffic import Traffic, ok, summary
 
 SWAP_LIMIT_S = 600
 
@@ -111,6 +113,9 @@ def test_swaps_keep_serving_the_models_that_stay(
         ("model removed", remove),
     ]
     assert pair["deployment"]["num_replicas"] == 2
+    # `llmserve deploy` checks the config against vLLM's own argument classes. Import
+    # them now, so that the first swap's time is the swap's and not vLLM's import.
+    validate_config_dict(copy.deepcopy(config))
 
     async def scenario() -> dict:
         stop = asyncio.Event()

@@ -9,13 +9,8 @@ import time
 import httpx
 import psutil
 
-from tests.faults.conftest import (
-    GRACEFUL_S,
-    FaultApp,
-    Traffic,
-    ok,
-    summary,
-)
+from tests.faults.conftest import GRACEFUL_S, FaultApp
+from tests.traffic import Traffic, ok, summary
 
 
 def test_sigterm_drains_streams_then_leaves_no_process(fault_app: FaultApp) -> None:
