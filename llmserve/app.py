@@ -54,6 +54,7 @@ def build_app(config: AppConfig) -> Application:
         handle = versions.bind(deployment, model, home)
         routes.chat[model.id] = handle
         routes.completions[model.id] = handle
+        routes.responses[model.id] = handle
         if model.resumes_streams(fused=False):
             routes.resumable.add(model.id)
         routes.tokenize[model.id] = handle

@@ -66,6 +66,7 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
             dep, p, tokenizer, retrievers[p.retriever], reranker, routes.chat[p.generator]
         )
         routes.chat[p.id] = router
+        routes.responses[p.id] = router
         routes.retrieve[p.id] = router
         routes.metrics_sources.append(router)
         routes.deployments.append(name)

@@ -81,6 +81,8 @@ class Routes:
 
     chat: dict[str, Any] = field(default_factory=dict)
     completions: dict[str, Any] = field(default_factory=dict)
+    responses: dict[str, Any] = field(default_factory=dict)
+    """Generative models and RAG pipelines (``/v1/responses``)."""
     tokenize: dict[str, Any] = field(default_factory=dict)
     """Generative models; the same handles serve ``/tokenize`` and ``/detokenize``."""
     embeddings: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +124,7 @@ class Ingress:
             routes,
             chat=dict(routes.chat),
             completions=dict(routes.completions),
+            responses=dict(routes.responses),
             tokenize=dict(routes.tokenize),
             retrieve=dict(routes.retrieve),
             metrics_sources=[*routes.metrics_sources, *_own_deployment()],
@@ -133,6 +136,7 @@ class Ingress:
             self._local = await LLMServer.create(fused, home)
             local = LocalHandle(self._local)
             routes.chat[fused.id] = routes.completions[fused.id] = local
+            routes.responses[fused.id] = local
             routes.tokenize[fused.id] = local
         for pipeline in routes.local_pipelines:
             self._add_local_pipeline(pipeline)
@@ -155,6 +159,7 @@ class Ingress:
             LocalHandle(self._local),
         )
         self.routes.chat[pipeline.config.id] = LocalHandle(router)
+        self.routes.responses[pipeline.config.id] = LocalHandle(router)
         self.routes.retrieve[pipeline.config.id] = LocalHandle(router)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -216,7 +221,7 @@ def build_ingress_app(
     )
     created = int(time.time())
     for adapter, base in routes.adapters.items():
-        for handles in (routes.chat, routes.completions, routes.tokenize):
+        for handles in (routes.chat, routes.completions, routes.responses, routes.tokenize):
             if base in handles:
                 handles[adapter] = handles[base]
 
@@ -277,7 +282,7 @@ def build_ingress_app(
     endpoints = {
         "/v1/chat/completions": ("chat", routes.chat),
         "/v1/completions": ("completions", routes.completions),
-        "/v1/responses": ("responses", routes.completions),  # generative models
+        "/v1/responses": ("responses", routes.responses),
         "/tokenize": ("tokenize", routes.tokenize),
         "/detokenize": ("detokenize", routes.tokenize),
         "/v1/embeddings": ("embeddings", routes.embeddings),

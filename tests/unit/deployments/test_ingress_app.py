@@ -227,6 +227,7 @@ def client(model: Model_) -> Iterator[TestClient]:
     routes = Routes(
         chat={"m": handle, "rag": handle},
         completions={"m": handle},
+        responses={"m": handle, "rag": handle},
         tokenize={"m": handle},
         embeddings={"m": handle},
         rerank={"m": handle},
@@ -446,11 +447,12 @@ def test_an_unknown_model_is_404(client: TestClient, model: Model_, path: str) -
 
 
 def test_ids_are_routed_per_endpoint(client: TestClient, model: Model_) -> None:
-    # "rag" is a chat model (a pipeline) but not a completions model.
+    # "rag" is a chat and responses model (a pipeline) but not a completions model.
     assert _post(client, {"model": "rag"}).status_code == 200
     assert _post(client, {"model": "rag"}, "/v1/completions").status_code == 404
+    assert _post(client, {"model": "rag"}, "/v1/responses").status_code == 200
     assert _post(client, {"pipeline": "rag"}, "/v1/retrieve").status_code == 200
-    assert [method for method, _ in model.calls] == ["chat", "retrieve"]
+    assert [method for method, _ in model.calls] == ["chat", "responses", "retrieve"]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -823,17 +825,20 @@ def test_a_lora_adapter_is_served_through_its_base_model(model: Model_) -> None:
     routes = Routes(
         chat={"m": handle},
         completions={"m": handle},
+        responses={"m": handle},
         tokenize={"m": handle},
         adapters={"m-a": "m"},
         limits={"m": (1, 0)},
         timeouts={"m": 5},
     )
     for client in _client(routes):
-        for path in ("/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"):
+        paths = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+        for path in (*paths, "/tokenize", "/detokenize"):
             assert _post(client, {"model": "m-a"}, path).status_code == 200
         assert [(method, body["model"]) for method, body in model.calls] == [
             ("chat", "m-a"),
             ("completions", "m-a"),
+            ("responses", "m-a"),
             ("tokenize", "m-a"),
             ("detokenize", "m-a"),
         ]

@@ -1,0 +1,114 @@
+"""A RAG pipeline's answer in OpenAI's Responses API shape.
+
+The generator's own Responses answer (vLLM's ``OpenAIServingResponses``) is
+passed through with the retrieval put in front of it as a
+``file_search_call`` output item, the way OpenAI reports its own file search:
+``queries`` holds the query and ``results`` the numbered sources (``file_id``
+is the chunk id, ``filename`` the source, ``attributes`` the title and the
+``[n]`` the text cites). The response object also carries ``sources`` and
+``rag`` (stage timings), as a pipeline's chat answer does.
+
+When streaming, the item is announced right after ``response.in_progress``;
+every later event's ``output_index`` moves up by one and ``sequence_number``
+is renumbered, so the stream stays consistent for SDKs that check either.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from llmserve.openai.errors import APIError
+
+ROLES = ("user", "assistant", "system", "developer")
+_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def input_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's ``instructions`` and ``input`` as chat-style messages."""
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    if not isinstance(items, list) or not all(_is_message(i) for i in items):
+        raise APIError(400, "a RAG pipeline takes text or message items as input", param="input")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise APIError(400, "instructions must be a string", param="instructions")
+    system = [{"role": "system", "content": instructions}] if instructions else []
+    return system + [{"role": i["role"], "content": i.get("content")} for i in items]
+
+
+def _is_message(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and item.get("type", "message") == "message"
+        and item.get("role") in ROLES
+    )
+
+
+def file_search_item(query: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": f"fs_{uuid.uuid4().hex}",
+        "type": "file_search_call",
+        "status": "completed",
+        "queries": [query],
+        "results": [
+            {
+                "file_id": s["chunk_id"],
+                "filename": s["source"],
+                "score": s["score"],
+                "text": s["text"],
+                "attributes": {"title": s["title"], "source_number": s["id"]},
+            }
+            for s in sources
+        ],
+    }
+
+
+def with_sources(
+    response: dict[str, Any], item: dict[str, Any] | None, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """A whole (non-streamed) Responses answer with the retrieval added."""
+    output = list(response.get("output") or [])
+    return {**response, **extra, "output": ([item] if item else []) + output}
+
+
+class SourcesInStream:
+    """Rewrites the generator's Responses SSE events; call it on each event."""
+
+    def __init__(self, item: dict[str, Any] | None, extra: dict[str, Any]):
+        self._item = item
+        self._extra = extra
+        self._next = 0
+
+    def __call__(self, event: str) -> list[str]:
+        kind, payload = _parse(event)
+        if kind in ("response.created", "response.in_progress", *_TERMINAL):
+            response = payload.get("response")
+            if isinstance(response, dict):
+                payload["response"] = (
+                    with_sources(response, self._item, self._extra)
+                    if kind in _TERMINAL
+                    else {**response, **self._extra}
+                )
+        if self._item is not None and isinstance(payload.get("output_index"), int):
+            payload["output_index"] += 1
+        out = [self._write(kind, payload)]
+        if kind == "response.in_progress" and self._item is not None:
+            for added in ("response.output_item.added", "response.output_item.done"):
+                out.append(self._write(added, {"output_index": 0, "item": self._item}))
+        return out
+
+    def _write(self, kind: str, payload: dict[str, Any]) -> str:
+        payload = {**payload, "type": kind, "sequence_number": self._next}
+        self._next += 1
+        data = json.dumps(payload, separators=(",", ":"))
+        return f"event: {kind}\ndata: {data}\n\n"
+
+
+def _parse(event: str) -> tuple[str, dict[str, Any]]:
+    """``event: <type>\\ndata: <json>`` as vLLM's Responses router writes it."""
+    data = next(line for line in event.splitlines() if line.startswith("data: "))
+    payload = json.loads(data[len("data: ") :])
+    return payload.get("type", "unknown"), payload
