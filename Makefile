@@ -51,7 +51,14 @@ format: install
 docs: install
 	$(PY) scripts/gen_config_docs.py
 
-test: prepare lint
+# Client libraries that cannot share the server's environment (tests/clients/requirements.txt).
+CLIENTS := .venv-clients
+$(CLIENTS)/.installed: tests/clients/requirements.txt
+	test -x $(CLIENTS)/bin/python || python3 -m venv $(CLIENTS)
+	$(CLIENTS)/bin/pip install -q -r tests/clients/requirements.txt
+	touch $@
+
+test: prepare lint $(CLIENTS)/.installed
 	$(VENV)/bin/pytest -ra
 
 # bare vLLM, llmserve, bare vLLM again on configs/tiny.yaml; e.g. BENCH_ARGS="--concurrency 1 8".

@@ -1,15 +1,21 @@
-"""The default app through LangChain's OpenAI clients, as LangChain users call them.
+"""The default app through LangChain's OpenAI clients and LlamaIndex's ``OpenAILike``,
+as their users call them.
 
-(LlamaIndex's ``OpenAILike`` is not tested yet: its OpenAI package wants
-``openai<3``, so adding it would move the whole suite to the older SDK.)
+LlamaIndex runs from its own environment, ``.venv-clients`` (``make test`` installs
+it; tests/clients/requirements.txt says why it cannot share the server's).
 """
 
 from __future__ import annotations
+
+import json
+import subprocess
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel, Field
+
+from tests.conftest import ROOT
 
 
 def chat(default_app: str, model: str, **kw) -> ChatOpenAI:
@@ -81,3 +87,23 @@ def test_an_unknown_model_raises_the_sdk_error(default_app: str) -> None:
 
     with pytest.raises(openai.NotFoundError):
         chat(default_app, "nope", max_tokens=4).invoke("hi")
+
+
+def test_llamaindex_chats_completes_and_streams(default_app: str) -> None:
+    python = ROOT / ".venv-clients" / "bin" / "python"
+    assert python.exists(), "LlamaIndex's environment is missing: run `make test`, which makes it"
+    run = subprocess.run(
+        [python, ROOT / "tests" / "clients" / "llamaindex_client.py", f"{default_app}/v1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout)
+    assert seen["chat"].strip() and seen["chat_completion_tokens"] <= 12
+    # At temperature 0 the streamed deltas add up to the whole answer.
+    assert len(seen["stream_chat"]) > 1 and "".join(seen["stream_chat"]) == seen["chat"]
+    assert seen["complete"].strip() and seen["complete_object"] == "text_completion"
+    assert "".join(seen["stream_complete"]) == seen["complete"]
+    assert seen["rag"].strip()
+    assert [s["id"] for s in seen["rag_sources"]] == list(range(1, len(seen["rag_sources"]) + 1))
