@@ -132,8 +132,44 @@ def find_reference_issues(data: Mapping[str, Any]) -> Issues:
     if isinstance(ingress, Mapping) and ingress.get("fused_model") is not None:
         _check_ref(ingress["fused_model"], "models", served, ("ingress", "fused_model"), issues)
 
+    _check_responses_store(data, issues)
     if all(isinstance(data.get(s, []), list) and not data.get(s) for s in SERVED_SECTIONS):
         issues.append(
             ((), "nothing to serve: define at least one model, embedder, reranker or pipeline")
         )
     return issues
+
+
+RESPONSES_STORE = "VLLM_ENABLE_RESPONSES_API_STORE"
+
+
+def _check_responses_store(data: Mapping[str, Any], issues: Issues) -> None:
+    """vLLM's Responses store (``previous_response_id``) is one process's memory, so a
+    model that stores responses must have exactly one replica: the ingress's when it is
+    the fused model, its own otherwise."""
+    ingress = data.get("ingress") if isinstance(data.get("ingress"), Mapping) else {}
+    for i, model in _items(data, "models"):
+        env = model.get("env_vars")
+        if not isinstance(env, Mapping) or str(env.get(RESPONSES_STORE, "0")) in ("0", ""):
+            continue
+        fused = model.get("id") is not None and ingress.get("fused_model") == model.get("id")
+        deployment = (ingress if fused else model).get("deployment") or {}
+        if _most_replicas(deployment) != 1:
+            where = "the ingress (which runs this fused model)" if fused else "this model"
+            issues.append(
+                (
+                    ("models", i, "env_vars", RESPONSES_STORE),
+                    f"vLLM keeps stored responses in one replica's memory, so {where} must "
+                    "have exactly one replica (num_replicas: 1, no autoscaling_config) for "
+                    "previous_response_id to find them",
+                )
+            )
+
+
+def _most_replicas(deployment: Any) -> Any:
+    if not isinstance(deployment, Mapping):  # reported by the field's own check
+        return 1
+    autoscaling = deployment.get("autoscaling_config")
+    if isinstance(autoscaling, Mapping):
+        return autoscaling.get("max_replicas", 1)
+    return deployment.get("num_replicas") or 1

@@ -28,6 +28,7 @@ from tests.helpers import curl_sse, free_port, running_app
 API_KEY = "test-key"
 BODY_LIMIT = 64 * 1024
 MODEL = os.environ.get("LLMSERVE_E2E_MODEL", "tiny")
+STORE = "VLLM_ENABLE_RESPONSES_API_STORE"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def base_url():
     config.ingress = config.ingress.model_copy(
         update={"port": free_port(), "api_keys": [API_KEY], "max_request_body_bytes": BODY_LIMIT}
     )
+    tiny = config.get_model("tiny")
+    tiny.env_vars = {**tiny.env_vars, STORE: "1"}  # for previous_response_id
     with running_app(config) as url:
         yield url
 
@@ -292,3 +295,20 @@ def test_dropped_streams_are_aborted_in_the_engine(base_url):
         assert time.monotonic() < deadline, f"{running} requests still running after drop"
         time.sleep(0.5)
     assert engine_gauge(base_url, "vllm:num_requests_waiting") == 0
+
+
+def test_previous_response_id_continues_a_stored_response(client):
+    """vLLM's Responses store, which this module's app enables (one replica)."""
+    if os.environ.get("LLMSERVE_E2E_URL"):
+        pytest.skip(f"needs {STORE}=1 on the model, which only this module's own app sets")
+    ask = {"model": MODEL, "max_output_tokens": 8, "temperature": 0}
+    first = client.responses.create(input="Tell me a story.", **ask)
+    follow = client.responses.create(input="And then?", previous_response_id=first.id, **ask)
+    alone = client.responses.create(input="And then?", store=False, **ask)
+    assert follow.previous_response_id == first.id
+    # The follow-up's prompt holds the first exchange; the same question alone does not.
+    assert follow.usage.input_tokens > alone.usage.input_tokens
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(input="And then?", previous_response_id="resp_unknown", **ask)
+    with pytest.raises(openai.NotFoundError):  # not stored
+        client.responses.create(input="And then?", previous_response_id=alone.id, **ask)

@@ -223,3 +223,38 @@ def test_env_var_names_are_checked(issues, rag_data) -> None:
         "models[0].env_vars.BAD NAME[key]",
         "models[0].env_vars.FLAG",
     }
+
+
+STORE = "VLLM_ENABLE_RESPONSES_API_STORE"
+
+
+@pytest.mark.parametrize(
+    ("deployment", "fused", "ingress_deployment"),
+    [
+        ({"num_replicas": 2}, False, {}),
+        ({"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}, False, {}),
+        ({}, True, {"num_replicas": 2}),
+    ],
+)
+def test_a_responses_store_needs_exactly_one_replica(
+    issues, rag_data, deployment, fused, ingress_deployment
+) -> None:
+    """vLLM keeps stored responses in one process: previous_response_id would miss them
+    on every other replica."""
+    model = rag_data["models"][0]
+    model.update(env_vars={STORE: "1"}, deployment=deployment)
+    if fused:
+        rag_data["ingress"] = {"fused_model": "gen", "deployment": ingress_deployment}
+    found = issues(rag_data)
+    assert list(found) == [f"models[0].env_vars.{STORE}"]
+    assert "exactly one replica" in found[f"models[0].env_vars.{STORE}"]
+
+
+def test_a_responses_store_on_one_replica_is_valid(rag_data) -> None:
+    rag_data["models"][0].update(env_vars={STORE: "1"}, deployment={"num_replicas": 1})
+    rag_data["ingress"] = {"fused_model": "gen"}
+    validate_config_dict(rag_data)
+    rag_data["models"][0]["env_vars"][STORE] = "0"  # off: any replica count
+    rag_data["ingress"] = {"deployment": {"num_replicas": 2}}
+    rag_data["models"][0]["deployment"] = {"num_replicas": 2}
+    validate_config_dict(rag_data)
