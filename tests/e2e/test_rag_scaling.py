@@ -130,6 +130,17 @@ def test_stages_are_separate_deployments_with_their_own_replicas(app, built):
     assert running["embedder-minilm"] == 1
 
 
+def rag_sources(url: str) -> list[dict]:
+    """The sources of a short answer from the ``rag`` pipeline."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(
+        model="rag",
+        messages=[{"role": "user", "content": "How do I check a config file?"}],
+        max_tokens=4,
+    )
+    return answer.model_extra["sources"]
+
+
 def test_two_retriever_replicas_serve_correctly(app, built):
     _, url = app
 
@@ -145,13 +156,7 @@ def test_two_retriever_replicas_serve_correctly(app, built):
     results = {tuple(d["chunk_id"] for d in r.json()["data"]) for r in responses}
     assert len(results) == 1 and len(next(iter(results))) == 5
 
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
-    answer = client.chat.completions.create(
-        model="rag",
-        messages=[{"role": "user", "content": "How do I check a config file?"}],
-        max_tokens=4,
-    )
-    assert len(answer.model_extra["sources"]) == 3
+    assert len(rag_sources(url)) == 3
 
 
 def test_hostile_input_through_handles_is_never_a_server_error(app, built):
@@ -210,10 +215,4 @@ def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
     assert after["rag-rag"].isdisjoint(before["rag-rag"])
     for unchanged in ("ingress", "llm-tiny", "embedder-minilm", "retriever-docs"):
         assert after[unchanged] == before[unchanged], unchanged
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
-    answer = client.chat.completions.create(
-        model="rag",
-        messages=[{"role": "user", "content": "How do I check a config file?"}],
-        max_tokens=4,
-    )
-    assert len(answer.model_extra["sources"]) == 2
+    assert len(rag_sources(url)) == 2
