@@ -72,7 +72,8 @@ class RAGRouter:
             if method == "chat":
                 messages = body.get("messages")
                 if not isinstance(messages, list):
-                    raise APIError(400, "messages must be a list of chat messages", "messages")
+                    message = "messages must be a list of chat messages"
+                    raise APIError(400, message, param="messages")
                 query, history = _split_query(messages, "messages")
             else:
                 query, history = _split_query(rag_responses.input_messages(body), "input")
