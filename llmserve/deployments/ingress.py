@@ -19,16 +19,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmserve.deployments import metrics
 from llmserve.deployments.admission import AdmissionGate
+from llmserve.deployments.deadline import StreamDeadline
 from llmserve.deployments.drain import DrainWatch
 from llmserve.deployments.guard import GuardMiddleware
 from llmserve.deployments.health import HealthMonitor
 from llmserve.deployments.local_handle import LocalHandle
 from llmserve.deployments.resume import StreamState, resumable
+from llmserve.deployments.sse import EventStream
 from llmserve.openai.errors import (
     APIError,
     error_body,
@@ -380,7 +381,7 @@ async def _call(target: _Target, method: str, body: dict[str, Any]) -> Response:
         metrics.observe_request(target.id, method, status, time.perf_counter() - start)
         return _error_response(first, status, target.retry_after)
     metrics.observe_first_chunk(target.id, time.perf_counter() - start)
-    return EventSourceResponse(
+    return EventStream(
         _relay(gen, first, target, method, start, deadline, release, state),
         ping=15,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -437,15 +438,12 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     status = 200
     out = state.relay if state is not None else str.encode
+    timer = StreamDeadline(deadline)  # times the waits for chunks, never the writer
     try:
         yield out(first)
         while True:
-            # Only the wait for the next chunk is timed: a timeout that fired
-            # while this generator is parked at a yield would cancel the
-            # response writer instead.
             try:
-                async with asyncio.timeout_at(deadline):
-                    event = await gen.__anext__()
+                event = await timer.next(gen)
             except StopAsyncIteration:
                 break
             except Exception as exc:
@@ -464,6 +462,7 @@ async def _relay(
         yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
         yield _DONE
     finally:
+        timer.close()
         _close(gen, release)
         metrics.observe_request(target.id, method, status, time.perf_counter() - start)
 
