@@ -42,21 +42,21 @@ class StreamDeadline:
         try:
             return await stream.__anext__()
         except asyncio.CancelledError:
-            # Our cancellation alone is a timeout; anyone else's stays theirs
-            # (the same test asyncio.Timeout makes).
-            if self._uncut() <= cancelling:
+            # A timeout only when the deadline cut this wait and nobody else
+            # cancelled the task too (asyncio.Timeout's test). A stream that
+            # raises CancelledError itself, or a client that left, stays so.
+            if self._cut and self._uncut() <= cancelling:
                 raise TimeoutError from None
             raise
         finally:
             self._waiting = False
-            self._uncut()
+            if self._cut:  # the stream swallowed the cancellation
+                self._uncut()
 
     def _uncut(self) -> int:
-        """Take back the deadline's cancellation, if it made one; the cancellations left."""
-        if self._cut:
-            self._cut = False
-            return self._task.uncancel()
-        return self._task.cancelling()
+        """Take back the deadline's cancellation; the cancellations left."""
+        self._cut = False
+        return self._task.uncancel()
 
     def _expire(self) -> None:
         self.expired = True

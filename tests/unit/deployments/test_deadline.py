@@ -99,6 +99,21 @@ def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     asyncio.run(both())
 
 
+def test_a_stream_that_raises_cancelled_error_itself_is_no_timeout() -> None:
+    """A Serve stream whose request was cancelled elsewhere raises CancelledError
+    without this task being cancelled: that is not the deadline's doing."""
+
+    class Cancelled(Chunks):
+        async def __anext__(self) -> int:
+            raise asyncio.CancelledError
+
+    async def run() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await _in(3600).next(Cancelled())
+
+    asyncio.run(run())
+
+
 def test_a_closed_deadline_fires_no_more() -> None:
     async def run() -> None:
         deadline = _in(0.05)
