@@ -72,7 +72,7 @@ def make_corpus(workdir: Path, chunks: int) -> list[str]:
 def make_config(workdir: Path, reranker: bool):
     """Like configs/default.yaml, but over the bench corpus, on a free port."""
     from llmserve.config import validate_config_dict
-    from llmserve.runtime import pick_port
+    from llmserve.runtime.lifecycle import pick_port
 
     minilm = {"source": "builtin:all-minilm-l6-v2", "device": "cpu", "engine_kwargs": ENGINE}
     pipeline = {"id": PIPELINE, "retriever": RETRIEVER, "generator": "smollm2"}
@@ -108,7 +108,7 @@ def make_config(workdir: Path, reranker: bool):
 
 def build_index(config) -> int:
     """Index the corpus (unchanged files are skipped); return the chunk count."""
-    from llmserve.cli_rag import index_retrievers
+    from llmserve.cli.rag import index_retrievers
     from llmserve.rag import ChunkStore
 
     for report in asyncio.run(index_retrievers(config, [RETRIEVER])):
@@ -209,7 +209,7 @@ def serve_and_measure(config, queries: list[str], args: argparse.Namespace) -> d
     import ray
     from ray import serve
 
-    from llmserve import runtime
+    from llmserve.runtime import lifecycle as runtime
 
     runtime.prepare_models(config)
     runtime.connect(None, **{**runtime.local_ray_options(config), "num_cpus": 2})

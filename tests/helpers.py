@@ -15,7 +15,7 @@ from llmserve.config import AppConfig
 
 def free_port() -> int:
     """A port for an app under test (see ``runtime.pick_port`` for why not port 0's)."""
-    from llmserve.runtime import pick_port
+    from llmserve.runtime.lifecycle import pick_port
 
     return pick_port()
 
@@ -69,7 +69,7 @@ def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
     import ray
     from ray import serve
 
-    from llmserve import runtime
+    from llmserve.runtime import lifecycle as runtime
 
     saved_env = dict(os.environ)
     older = {p.pid for p in descendants()}
@@ -115,8 +115,8 @@ def index_through_handle(config: AppConfig, retriever_id: str) -> int:
     from ray import serve
     from transformers import AutoTokenizer
 
-    from llmserve.app import APP_NAME
-    from llmserve.deployments.options import deployment_name
+    from llmserve.builder.app import APP_NAME
+    from llmserve.builder.options import deployment_name
     from llmserve.models import resolve_source
     from llmserve.rag import ChunkStore, build_index
 

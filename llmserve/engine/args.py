@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmserve.builder.placement import cpu_threads_bind
 from llmserve.engine.device import resolve_device
 from llmserve.models import resolve_source
-from llmserve.placement import cpu_threads_bind
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs

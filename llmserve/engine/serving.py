@@ -61,7 +61,7 @@ async def start_engine(
         import ray.util
 
         # Serve created this replica inside a placement group with one bundle
-        # per rank (see llmserve.placement); vLLM's Ray executor fills it.
+        # per rank (see llmserve.builder.placement); vLLM's Ray executor fills it.
         vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
     before = child_processes()
     # Starting the engine core blocks for seconds (process start, model load,

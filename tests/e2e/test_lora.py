@@ -190,7 +190,7 @@ def test_adapters_swapped_by_a_redeploy_without_restarting_the_engine(
     app: str, adapters: dict[str, str], port: int
 ) -> None:
     """Last: it changes the app. tiny-b goes, tiny-c (tiny-b's weights) comes."""
-    from llmserve import runtime
+    from llmserve.runtime import lifecycle as runtime
 
     before = {m: text(complete(app, m)) for m in ADAPTERS}
     replicas = _replica_ids(f"llm-{BASE}")

@@ -184,7 +184,7 @@ def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
     pipeline's top_k and top_n changed, while one client asks the pipeline and one the
     model back to back: nothing fails, only the router restarts, and the next answer
     cites as many sources as the new top_n."""
-    from llmserve import runtime
+    from llmserve.runtime import lifecycle as runtime
 
     config, url = app
     swapped = make_config(

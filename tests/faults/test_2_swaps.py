@@ -34,11 +34,11 @@ SWAP_LIMIT_S = 600
 
 def _deploy(app: FaultApp, config: dict, path: Path) -> float:
     """``llmserve deploy CONFIG --address GCS`` of ``config``; the seconds it took."""
-    from llmserve import cli
+    from llmserve.cli import main
 
     path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
-    code = cli.main(
+    code = main(
         ["deploy", str(path), "--address", app.gcs_address, "--timeout", str(SWAP_LIMIT_S)]
     )
     assert code == 0, f"llmserve deploy exited {code}; see {app.log}"

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from llmserve.builder.options import engine_deployment_options
 from llmserve.config import ModelConfig
-from llmserve.deployments.options import engine_deployment_options
 from llmserve.engine.device import resolve_device
 from tests.helpers import free_port, simulated_cluster
 

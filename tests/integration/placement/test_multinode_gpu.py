@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.config import ModelConfig, load_config
-from llmserve.deployments.options import deployment_name, engine_deployment_options
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import llmserve.engine.flavour as flavour
-from llmserve.cli import main
+from llmserve.cli.main import main
 from llmserve.config import validate_config_dict
 from llmserve.engine.flavour import (
     VllmBuild,

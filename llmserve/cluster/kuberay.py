@@ -1,0 +1,260 @@
+"""A KubeRay ``RayService`` manifest for a config. Plain data: no Ray, no Kubernetes client.
+
+- ``serveConfigV2`` is the Serve config ``llmserve build`` writes, with two
+  changes a pod needs: the llmserve config travels inline (the file on this
+  machine does not exist in the pod, and KubeRay redeploys when
+  ``serveConfigV2`` changes), and Serve listens on 0.0.0.0 so that the
+  Kubernetes Service reaches it.
+- The head runs no GPU work (``num-gpus: 0``).
+- Worker groups come from the engines' placement groups: the GPUs of a pod
+  follow TP x PP and the strategy (``STRICT_PACK``: a whole replica per pod;
+  ``PACK``: one pipeline stage of TP workers per pod; ``SPREAD`` and
+  ``STRICT_SPREAD``: one worker per pod), one group per pod shape, with
+  min/max/initial pods from the models' replica bounds.
+- Every pod gets the Serve flags for direct ingress and the API keys from a
+  Kubernetes Secret; a literal key in the config is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from llmserve.cluster.needs import EngineNeed, engine_needs
+from llmserve.config import ApiKeyFromEnv, AppConfig, ConfigError, ConfigIssue
+from llmserve.engine.device import summed
+
+API_VERSION = "ray.io/v1"
+IMAGE_CONFIG_DIR = "/app/configs"
+"""Where relative paths in the inline config resolve in the pod: the images' config folder."""
+DEFAULT_IMAGES = {"gpu": "llmserve:gpu", "cpu": "llmserve:cpu"}
+DEFAULT_SECRET = "llmserve-secrets"
+HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001}
+GPU_RESOURCE = "nvidia.com/gpu"
+ENGINE_GROUPS = ("models", "embedders", "rerankers")
+
+
+@dataclass(frozen=True)
+class PodShape:
+    """What one worker pod must offer Ray: whole GPUs plus any custom resources."""
+
+    gpus: int
+    custom: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def group_name(self) -> str:
+        base = f"gpu{self.gpus}" if self.gpus else "cpu"
+        extra = "".join(f"-{name}" for name, _ in self.custom)
+        return re.sub(r"[^a-z0-9-]+", "-", (base + extra).lower()).strip("-")[:63]
+
+
+@dataclass
+class WorkerGroup:
+    shape: PodShape
+    cpus: int = 0
+    replicas: int = 0
+    min_replicas: int = 0
+    max_replicas: int = 0
+    engines: list[str] = field(default_factory=list)
+
+
+def pods_per_replica(need: EngineNeed) -> list[dict[str, float]]:
+    """The resources of each pod one replica of ``need`` occupies."""
+    bundles = need.bundles
+    if not bundles:
+        return []  # reserves nothing: Ray may run it on any pod, the head included
+    if need.strategy in ("STRICT_PACK", "ACTOR"):
+        return [summed(bundles)]
+    if need.strategy == "PACK":
+        tp = need.tensor_parallel_size
+        return [summed(bundles[i : i + tp]) for i in range(0, len(bundles), tp)]
+    return [dict(b) for b in bundles]  # SPREAD, STRICT_SPREAD
+
+
+def _shape(pod: dict[str, float]) -> PodShape:
+    custom = tuple(sorted((k, v) for k, v in pod.items() if k not in ("CPU", "GPU", "memory")))
+    return PodShape(gpus=math.ceil(pod.get("GPU", 0.0)), custom=custom)
+
+
+def worker_groups(needs: Sequence[EngineNeed]) -> list[WorkerGroup]:
+    """One worker group per pod shape, sized from the engines' replica bounds."""
+    groups: dict[PodShape, WorkerGroup] = {}
+    for need in needs:
+        for pod in pods_per_replica(need):
+            shape = _shape(pod)
+            group = groups.setdefault(shape, WorkerGroup(shape))
+            group.cpus = max(group.cpus, math.ceil(pod.get("CPU", 0.0)))
+            group.replicas += need.initial_replicas
+            group.min_replicas += need.min_replicas
+            group.max_replicas += need.max_replicas
+            if need.path not in group.engines:
+                group.engines.append(need.path)
+    return sorted(groups.values(), key=lambda g: (-g.shape.gpus, g.shape.group_name))
+
+
+def secret_env(config: AppConfig, secret: str) -> list[dict[str, Any]]:
+    """API keys (and an optional HF_TOKEN) from the Secret; literal keys are refused."""
+    literal = [i for i, key in enumerate(config.ingress.api_keys) if isinstance(key, str)]
+    if literal:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    f"ingress.api_keys[{i}]",
+                    "a literal key would be written into the manifest; use {env: NAME} "
+                    f"and put the key in the Kubernetes Secret '{secret}'",
+                )
+                for i in literal
+            ]
+        )
+    names = [k.env for k in config.ingress.api_keys if isinstance(k, ApiKeyFromEnv)]
+    env = [_from_secret(name, secret) for name in dict.fromkeys(names)]
+    if "HF_TOKEN" not in names:
+        # Gated Hugging Face models (Llama) need it; the pods start without it.
+        env.append(_from_secret("HF_TOKEN", secret, optional=True))
+    return env
+
+
+def _from_secret(name: str, secret: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": name}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def serve_env(config: AppConfig) -> list[dict[str, Any]]:
+    """The Ray Serve flags llmserve sets on a local Ray, for every pod."""
+    from llmserve.runtime.lifecycle import DIRECT_INGRESS_ENV
+
+    env = dict(DIRECT_INGRESS_ENV) if config.ray.direct_ingress else {}
+    separate = "1" if config.ray.separate_user_code_thread else "0"
+    env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = separate
+    env.update(config.ray.process_env())
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def pod_serve_config(
+    serve_config: dict[str, Any], raw_config: dict[str, Any], devices: dict[str, str]
+) -> dict[str, Any]:
+    """``llmserve build``'s Serve config, changed for pods: config inline, Serve on 0.0.0.0.
+
+    ``devices`` maps engine paths whose ``device: auto`` was planned here
+    (``models[0]`` -> ``gpu``) so that the pods build what the manifest sized.
+    """
+    out = copy.deepcopy(serve_config)
+    out["http_options"]["host"] = "0.0.0.0"
+    data = copy.deepcopy(raw_config)
+    for path, device in devices.items():
+        group, index = re.fullmatch(r"(\w+)\[(\d+)\]", path).groups()  # type: ignore[union-attr]
+        data[group][int(index)]["device"] = device
+    [app] = out["applications"]
+    app["args"] = {"config": data, "base_dir": IMAGE_CONFIG_DIR}
+    return out
+
+
+def rayservice(
+    config: AppConfig,
+    raw_config: dict[str, Any],
+    serve_config: dict[str, Any],
+    *,
+    name: str = "llmserve",
+    image: str | None = None,
+    secret: str = DEFAULT_SECRET,
+    auto_device: str = "gpu",
+) -> dict[str, Any]:
+    """The RayService manifest as plain data (``yaml.safe_dump`` it)."""
+    needs = engine_needs(config, lambda d: auto_device if d == "auto" else d)
+    planned = {
+        f"{group}[{i}]": auto_device
+        for group in ENGINE_GROUPS
+        for i, engine in enumerate(getattr(config, group))
+        if engine.device == "auto"
+    }
+    groups = worker_groups(needs)
+    image = image or DEFAULT_IMAGES["gpu" if any(n.device == "gpu" for n in needs) else "cpu"]
+    env = serve_env(config) + secret_env(config, secret)
+    serve_port = config.ingress.port
+    head_ports = [{"containerPort": p, "name": n} for n, p in HEAD_PORTS.items()]
+    head_ports.append({"containerPort": serve_port, "name": "serve"})
+    cluster: dict[str, Any] = {
+        "rayVersion": importlib.metadata.version("ray"),
+        "enableInTreeAutoscaling": any(g.min_replicas != g.max_replicas for g in groups),
+        "headGroupSpec": {
+            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0"},
+            "template": {"spec": {"containers": [_container("ray-head", image, env, head_ports)]}},
+        },
+        "workerGroupSpecs": [_worker_group(g, image, env, serve_port) for g in groups],
+    }
+    pod_config = pod_serve_config(serve_config, raw_config, planned)
+    serve_yaml = yaml.safe_dump(pod_config, sort_keys=False)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "RayService",
+        "metadata": {"name": name},
+        "spec": {"serveConfigV2": serve_yaml, "rayClusterConfig": cluster},
+    }
+
+
+def _container(
+    name: str,
+    image: str,
+    env: list[dict[str, Any]],
+    ports: list[dict[str, Any]],
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    # A copy per container: a shared list would be dumped as a YAML anchor and alias.
+    container: dict[str, Any] = {"name": name, "image": image, "env": copy.deepcopy(env)}
+    container["ports"] = ports
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _worker_group(
+    group: WorkerGroup, image: str, env: list[dict[str, Any]], serve_port: int
+) -> dict[str, Any]:
+    shape = group.shape
+    params = {"num-gpus": str(shape.gpus)}
+    if shape.custom:
+        # ray start --resources takes JSON; KubeRay passes the value through a shell.
+        params["resources"] = json.dumps(json.dumps(dict(shape.custom)))
+    resources: dict[str, Any] = {}
+    if shape.gpus:
+        resources["limits"] = {GPU_RESOURCE: shape.gpus}
+    if group.cpus:
+        resources["requests"] = {"cpu": str(group.cpus)}
+    ports = [{"containerPort": serve_port, "name": "serve"}]
+    return {
+        "groupName": shape.group_name,
+        "replicas": group.replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
+        "rayStartParams": params,
+        "template": {
+            "metadata": {"annotations": {"llmserve/engines": ", ".join(group.engines)}},
+            "spec": {"containers": [_container("ray-worker", image, env, ports, resources)]},
+        },
+    }
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (``serveConfigV2``) as readable ``|`` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def dump_manifest(manifest: dict[str, Any]) -> str:
+    return yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False)

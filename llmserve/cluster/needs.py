@@ -1,0 +1,76 @@
+"""What each engine of a config asks Ray for: bundles, strategy, replica bounds.
+
+Plain data derived from the same Serve options the app builder uses
+(``engine_deployment_options``), so the fit check and the KubeRay manifest
+plan exactly what a deploy would request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llmserve.builder.options import engine_deployment_options
+from llmserve.config import AppConfig, EngineConfig
+
+
+@dataclass(frozen=True)
+class EngineNeed:
+    """One engine deployment's resource request."""
+
+    path: str
+    """YAML path of the engine, e.g. ``models[0]``."""
+    id: str
+    device: str
+    bundles: list[dict[str, float]]
+    """One replica's placement-group bundles; a single actor bundle without a placement group."""
+    strategy: str
+    tensor_parallel_size: int
+    min_replicas: int
+    max_replicas: int
+    initial_replicas: int
+
+    @property
+    def placement_group(self) -> bool:
+        return self.strategy != "ACTOR"
+
+
+def engine_needs(config: AppConfig, device_of: Callable[[str], str]) -> list[EngineNeed]:
+    """Every vLLM engine of the config; ``device_of`` decides what ``auto`` means."""
+    groups: dict[str, list[EngineConfig]] = {
+        "models": list(config.models),
+        "embedders": list(config.embedders),
+        "rerankers": list(config.rerankers),
+    }
+    return [
+        engine_need(f"{name}[{i}]", cfg, device_of(cfg.device))
+        for name, engines in groups.items()
+        for i, cfg in enumerate(engines)
+    ]
+
+
+def engine_need(path: str, cfg: EngineConfig, device: str) -> EngineNeed:
+    options = engine_deployment_options(cfg, device=device)
+    bundles = options.get("placement_group_bundles")
+    strategy = options.get("placement_group_strategy", "ACTOR")
+    if bundles is None:
+        # No placement group: the replica actor alone, with what it reserves.
+        actor = options["ray_actor_options"]
+        bundles = [{"CPU": float(actor["num_cpus"])}] if actor.get("num_cpus") else []
+    scaling = options.get("autoscaling_config")
+    if scaling is None:
+        low = high = initial = options["num_replicas"]
+    else:
+        low, high = scaling["min_replicas"], scaling["max_replicas"]
+        initial = scaling.get("initial_replicas", low)
+    return EngineNeed(
+        path=path,
+        id=cfg.id,
+        device=device,
+        bundles=[{k: float(v) for k, v in b.items() if v} for b in bundles],
+        strategy=strategy,
+        tensor_parallel_size=cfg.parallelism.tensor_parallel_size,
+        min_replicas=low,
+        max_replicas=high,
+        initial_replicas=initial,
+    )

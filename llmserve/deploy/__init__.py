@@ -1,1 +1,0 @@
-"""Getting the app onto a cluster: placement needs, cluster-fit check, KubeRay manifest."""

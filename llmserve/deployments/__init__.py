@@ -1,1 +1,0 @@
-"""Ray Serve deployments: ingress, LLM servers, and the RAG pipeline stages."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP ingress and the machinery around each request it relays."""

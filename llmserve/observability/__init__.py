@@ -1,0 +1,1 @@
+"""Prometheus metrics: what each process counts, and one scrape over every replica."""

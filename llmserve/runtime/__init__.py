@@ -1,0 +1,1 @@
+"""Ray and Serve lifecycle: connect or start Ray, deploy, wait, drain and stop."""

@@ -1,0 +1,1 @@
+"""The Serve deployments behind the ingress: LLM, embedding, reranking, retrieval, RAG."""

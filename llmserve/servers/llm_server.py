@@ -1,0 +1,245 @@
+"""LLM server deployment: one per configured model, owning a vLLM ``AsyncLLM``.
+
+Requests arrive from the ingress as plain JSON dicts (cheap to pickle) and
+are answered by vLLM's own ``OpenAIServingChat`` / ``OpenAIServingCompletion``
+(and ``ServingTokenization`` for ``/tokenize`` and ``/detokenize``).
+Each method is an async generator, called through a streaming handle:
+
+- the first item is a ``dict`` for a complete JSON answer (a response or an
+  OpenAI-shaped error), or
+- a sequence of ``str`` SSE events exactly as vLLM renders them
+  (``"data: {...}\\n\\n"``), ending with ``"data: [DONE]\\n\\n"``.
+
+Each event is yielded the moment vLLM produces it: there is no timer. When
+the consumer is slower than the engine, vLLM's output collector merges the
+pending deltas into one event, so batching adapts to load by itself.
+
+When the engine dies, requests get 503 (in-flight streams an SSE error
+event), never vLLM's 500. What happens next depends on where the server runs:
+
+- as its own Serve deployment, the replica exits, so that Serve's router
+  stops choosing it at once (a replica that answers 503 instantly would look
+  like the least busy one) and the controller starts a replacement;
+- inside the ingress (the fused model), the engine is restarted in place:
+  the ingress replica keeps answering ``/health`` and other models, and
+  with several ingress replicas HAProxy retries the 503 on another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from llmserve.engine.requests import parse_request, vllm_error
+from llmserve.engine.serving import start_engine
+from llmserve.observability import metrics
+from llmserve.openai.errors import APIError, error_body, unavailable
+
+logger = logging.getLogger("llmserve")
+
+_ERROR_EVENTS = ('data: {"error"', "event: error")
+_WATCH_PERIOD_S = 0.5
+_RESTART_ATTEMPTS = 3
+_EXIT_DELAY_S = 0.5
+
+
+class LLMServer:
+    """Serves one model. Its Serve health check is the engine's health check."""
+
+    async def __init__(self, model, home: str | None = None):
+        # Serve awaits an async constructor; start the engine before serving.
+        await self._start(model, home, restart_in_place=False)
+
+    @classmethod
+    async def create(cls, model, home: str | None = None) -> LLMServer:
+        """An LLM server in this process (the ingress uses it for its fused model)."""
+        server = cls.__new__(cls)
+        await server._start(model, home, restart_in_place=True)
+        return server
+
+    async def _start(self, model, home: str | None, restart_in_place: bool) -> None:
+        self.model_id = model.id
+        self._model, self._home = model, Path(home) if home else None
+        self._restart_in_place = restart_in_place
+        self._recovering: asyncio.Task | None = None
+        self._gave_up = False
+        await self._start_engine()
+        self._watch = asyncio.create_task(self._watch_engine())
+
+    async def _start_engine(self) -> None:
+        bundle = await start_engine(self._model, self._home)
+        self._engine = bundle.engine
+        self._chat = bundle.state.openai_serving_chat
+        self._completion = bundle.state.openai_serving_completion
+        self._tokenization = bundle.state.serving_tokenization
+        self._models = bundle.state.openai_serving_models
+        self._responses = bundle.state.openai_serving_responses
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's user_config: the LoRA adapters to serve, ``{"lora_adapters": {id: path}}``.
+
+        A redeploy that only changes a model's adapters keeps its replicas (see
+        ``deployments/versions.py``) and calls this on each: adapters are loaded
+        into and dropped from the running engine, which is not restarted."""
+        from vllm.entrypoints.serve.lora.protocol import (
+            LoadLoRAAdapterRequest,
+            UnloadLoRAAdapterRequest,
+        )
+
+        wanted = dict(user_config.get("lora_adapters") or {})
+        loaded = {name: r.lora_path for name, r in self._models.lora_requests.items()}
+        for name in loaded.keys() - wanted.keys():
+            await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        for name, path in wanted.items():
+            if loaded.get(name) != path:
+                answer = await self._models.load_lora_adapter(
+                    LoadLoRAAdapterRequest(lora_name=name, lora_path=path), self.model_id
+                )
+                if not isinstance(answer, str):  # vLLM's ErrorResponse
+                    raise RuntimeError(f"LoRA adapter {name!r} ({path}): {answer.error.message}")
+        if self._model.lora is not None:  # what an in-place engine restart loads
+            lora = self._model.lora.model_copy(update={"adapters": wanted})
+            self._model = self._model.model_copy(update={"lora": lora})
+
+    def ready(self) -> bool:
+        """Whether the engine can take a request now (not dead, not restarting)."""
+        if self._engine.errored and self._recovering is None:
+            self._recovering = asyncio.create_task(self._recover())
+        return self._recovering is None
+
+    async def _watch_engine(self) -> None:
+        # Notice a dead engine without waiting for a request or a health check.
+        while True:
+            await asyncio.sleep(_WATCH_PERIOD_S)
+            self.ready()
+
+    async def _recover(self) -> None:
+        died = time.monotonic()
+        if not self._restart_in_place:
+            logger.error("model %s: the vLLM engine died; this replica exits", self.model_id)
+            # Let the in-flight requests' 503s go out first.
+            await asyncio.sleep(_EXIT_DELAY_S)
+            os._exit(1)
+        logger.error("model %s: the vLLM engine died; restarting it", self.model_id)
+        with contextlib.suppress(Exception):
+            self._engine.shutdown()
+        for attempt in range(1, _RESTART_ATTEMPTS + 1):
+            try:
+                await self._start_engine()
+            except Exception:
+                logger.exception("model %s: engine restart %d failed", self.model_id, attempt)
+                continue
+            metrics.ENGINE_RESTARTS.labels(self.model_id).inc()
+            logger.warning(
+                "model %s: engine restarted in %.1f s", self.model_id, time.monotonic() - died
+            )
+            self._recovering = None
+            return
+        self._gave_up = True  # check_health now fails: Serve replaces the replica
+
+    async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        if not isinstance(body.get("messages"), list):
+            yield error_body(400, "messages must be a list of chat messages", param="messages")
+            return
+        async for item in self._serve(
+            ChatCompletionRequest, body, self._chat.create_chat_completion
+        ):
+            yield item
+
+    async def completions(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        async for item in self._serve(CompletionRequest, body, self._completion.create_completion):
+            yield item
+
+    async def responses(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class."""
+        from vllm.entrypoints.openai.responses.api_router import _convert_stream_to_sse_events
+        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+
+        async def create(request, raw_request):
+            result = await self._responses.create_responses(request, raw_request)
+            if isinstance(result, AsyncGenerator):
+                # Event objects, written as typed SSE events exactly as vLLM's router does.
+                return _convert_stream_to_sse_events(result)
+            return result
+
+        async for item in self._serve(ResponsesRequest, body, create, by_alias=True):
+            yield item
+
+    async def tokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.serve.tokenize.protocol import TokenizeRequest
+
+        async for item in self._serve(TokenizeRequest, body, self._tokenization.create_tokenize):
+            yield item
+
+    async def detokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+        from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest
+
+        async for item in self._serve(
+            DetokenizeRequest, body, self._tokenization.create_detokenize
+        ):
+            yield item
+
+    async def _serve(
+        self, request_cls, body, create, by_alias: bool = False
+    ) -> AsyncGenerator[dict | str, None]:
+        request, error = parse_request(request_cls, body)
+        if error is not None:
+            yield error
+            return
+        if not self.ready():
+            yield self._unavailable().body()
+            return
+        try:
+            result = await create(request, None)
+        except Exception as exc:  # vLLM raises some request errors instead of returning them
+            yield self._unavailable().body() if self._engine.errored else vllm_error(exc)
+            return
+        if not isinstance(result, AsyncGenerator):
+            # vLLM's router dumps Responses answers by alias, the others plainly.
+            answer = (
+                result.model_dump(mode="json", by_alias=True) if by_alias else result.model_dump()
+            )
+            # vLLM reports a dead engine as a 500; it is the retryable 503.
+            yield (
+                self._unavailable().body() if "error" in answer and self._engine.errored else answer
+            )
+            return
+        # A cancelled handle call (client gone) closes this generator, which
+        # makes vLLM abort the request and free its KV cache.
+        async for event in result:
+            # vLLM ends a stream whose engine died with a 500 error event.
+            if event.startswith(_ERROR_EVENTS) and self._engine.errored:
+                raise self._unavailable()
+            yield event
+
+    def _unavailable(self) -> APIError:
+        self.ready()  # starts the recovery if nothing has yet
+        return unavailable(self.model_id)
+
+    async def metrics_text(self) -> metrics.ReplicaMetrics:
+        """This replica's Prometheus metrics, including vLLM's ``vllm:*`` engine metrics."""
+        return metrics.replica_exposition()
+
+    async def check_health(self) -> None:
+        """Serve's health check. Raising makes Serve replace the replica, so an
+        engine being restarted in place is not a failure; one that could not be is."""
+        if self._gave_up:
+            raise RuntimeError(f"model {self.model_id}: the engine could not be restarted")
+        if self.ready():
+            await self._engine.check_health()
+
+    async def probe(self) -> None:
+        """For ``/health``: raises unless the engine can take a request now."""
+        if not self.ready():
+            raise RuntimeError(f"model {self.model_id}: the engine is restarting")
+        await self._engine.check_health()

@@ -1,0 +1,23 @@
+"""Shared plumbing for deployments that own a vLLM pooling engine
+(``runner="pooling"``): the embedder and the reranker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmserve.engine.serving import start_engine
+from llmserve.observability import metrics
+
+
+class PoolingServer:
+    async def _start(self, cfg, home: str | None) -> None:
+        self.model_id = cfg.id
+        bundle = await start_engine(cfg, Path(home) if home else None, runner="pooling")
+        self._engine = bundle.engine
+        self._state = bundle.state
+
+    async def metrics_text(self) -> metrics.ReplicaMetrics:
+        return metrics.replica_exposition()
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()

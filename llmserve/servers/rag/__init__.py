@@ -1,0 +1,1 @@
+"""The RAG pipeline router: retrieval, reranking and prompting, then one shaper per API."""

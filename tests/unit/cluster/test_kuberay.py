@@ -1,0 +1,206 @@
+"""``llmserve build --kuberay``: RayService manifests checked against KubeRay's own CRD."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from llmserve.cli.main import EXIT_CONFIG, main
+from llmserve.cluster.kuberay import IMAGE_CONFIG_DIR
+from llmserve.config import load_config, validate_config_dict
+from llmserve.runtime import lifecycle as runtime
+from tests.conftest import CONFIGS, ROOT
+
+pytestmark = pytest.mark.unit
+
+CRD = ROOT.parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
+
+
+def _strict(schema: Any) -> Any:
+    """Reject unknown fields: Kubernetes would silently prune them, so they would do nothing."""
+    if isinstance(schema, dict):
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _strict(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _strict(value)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Validator:
+    # shared/ sits beside the clone, on developers' machines and in CI.
+    assert CRD.exists(), f"KubeRay's RayService CRD is expected at {CRD}"
+    crd = yaml.safe_load(CRD.read_text())
+    [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = _strict(copy.deepcopy(v1["schema"]["openAPIV3Schema"]))
+    return jsonschema.Draft7Validator(schema)
+
+
+def _build(config: Path, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    out = tmp_path / f"{config.stem}.rayservice.yaml"
+    assert main(["build", str(config), "--kuberay", "-o", str(out), *extra]) == 0
+    return yaml.safe_load(out.read_text())
+
+
+def _errors(validator: jsonschema.Validator, manifest: dict) -> list[str]:
+    return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
+
+
+def test_the_strict_crd_schema_catches_mistakes(validator, tmp_path: Path) -> None:
+    manifest = _build(CONFIGS / "gpu-tp2.yaml", tmp_path)
+    group = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    group["minReplica"] = group.pop("minReplicas")
+    errors = _errors(validator, manifest)
+    assert any("'minReplica' was unexpected" in e for e in errors)
+    assert any("'minReplicas' is a required property" in e for e in errors)
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_gives_a_valid_rayservice(validator, config: Path, tmp_path) -> None:
+    manifest = _build(config, tmp_path)
+    assert _errors(validator, manifest) == []
+    assert manifest["kind"] == "RayService"
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    # Serve's direct-ingress flags on every pod, head and workers.
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for pod in pods:
+        [container] = pod["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        for name, value in runtime.DIRECT_INGRESS_ENV.items():
+            assert env[name]["value"] == value
+        # ... and the settings that cut Ray's idle CPU, as on a local Ray.
+        for name, value in load_config(config).ray.process_env().items():
+            assert env[name]["value"] == value
+
+
+def _serve_config(manifest: dict) -> dict:
+    return yaml.safe_load(manifest["spec"]["serveConfigV2"])
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_serve_config_is_what_build_writes_with_the_config_inline(config: Path, tmp_path) -> None:
+    served = _serve_config(_build(config, tmp_path))
+    built = runtime.serve_config(config, load_config(config))
+    [app], [built_app] = served["applications"], built["applications"]
+    args = app.pop("args")
+    built_app.pop("args")
+    built["http_options"]["host"] = "0.0.0.0"  # reachable from the Kubernetes Service
+    assert served == built
+    # The inline config is the file's own data: it validates to the same app in the pod.
+    assert args["base_dir"] == IMAGE_CONFIG_DIR
+    assert args["config"] == yaml.safe_load(config.read_text())
+    validate_config_dict(args["config"], base_dir=Path(args["base_dir"]))
+
+
+def _groups(manifest: dict) -> list[dict]:
+    return manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+
+
+def test_gpu_tp2_worker_sizing(tmp_path: Path) -> None:
+    """TP=2 in STRICT_PACK: a replica is one 2-GPU pod; 1-4 replicas autoscale."""
+    manifest = _build(CONFIGS / "gpu-tp2.yaml", tmp_path)
+    [group] = _groups(manifest)
+    assert group["rayStartParams"]["num-gpus"] == "2"
+    [container] = group["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 2}
+    assert (group["minReplicas"], group["replicas"], group["maxReplicas"]) == (1, 1, 4)
+    assert manifest["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
+
+
+def test_gpu_tp8_pp2_worker_sizing(tmp_path: Path) -> None:
+    """TP=8 x PP=2 with PACK: 16 GPU workers in two 8-GPU pods, one pipeline stage each."""
+    manifest = _build(CONFIGS / "gpu-tp8-pp2.yaml", tmp_path)
+    [group] = _groups(manifest)
+    assert group["rayStartParams"]["num-gpus"] == "8"
+    [container] = group["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 8}
+    assert (group["minReplicas"], group["replicas"], group["maxReplicas"]) == (2, 2, 2)
+    assert manifest["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is False
+
+
+def test_one_group_per_accelerator_shape(tmp_path: Path, validator) -> None:
+    data = yaml.safe_load((CONFIGS / "gpu-tp2.yaml").read_text())
+    big = yaml.safe_load((CONFIGS / "gpu-tp8-pp2.yaml").read_text())["models"][0]
+    second = copy.deepcopy(data["models"][0]) | {"id": "second"}
+    spread = copy.deepcopy(data["models"][0]) | {"id": "spread"}
+    spread["parallelism"] = {"tensor_parallel_size": 2, "placement_strategy": "SPREAD"}
+    spread["deployment"] = {"num_replicas": 3}
+    data["models"] += [big, second, spread]
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    manifest = _build(path, tmp_path)
+    assert _errors(validator, manifest) == []
+    groups = {g["groupName"]: g for g in _groups(manifest)}
+    assert set(groups) == {"gpu8", "gpu2", "gpu1"}
+    # Two TP=2 STRICT_PACK models share the 2-GPU shape and add up their bounds.
+    assert (groups["gpu2"]["minReplicas"], groups["gpu2"]["maxReplicas"]) == (2, 8)
+    # SPREAD puts each worker on its own pod: 3 replicas x 2 workers.
+    assert (groups["gpu1"]["minReplicas"], groups["gpu1"]["maxReplicas"]) == (6, 6)
+    engines = groups["gpu2"]["template"]["metadata"]["annotations"]["llmserve/engines"]
+    assert engines == "models[0], models[2]"
+
+
+def test_api_keys_come_from_the_secret(tmp_path: Path) -> None:
+    manifest = _build(CONFIGS / "gpu-tp2.yaml", tmp_path, "--secret", "my-keys")
+    for pod in [manifest["spec"]["rayClusterConfig"]["headGroupSpec"], *_groups(manifest)]:
+        [container] = pod["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["LLMSERVE_API_KEY"] == {
+            "name": "LLMSERVE_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "my-keys", "key": "LLMSERVE_API_KEY"}},
+        }
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+        assert all("value" not in e for n, e in env.items() if not n.startswith("RAY_"))
+
+
+def test_a_literal_api_key_is_refused(tmp_path: Path, capsys) -> None:
+    data = yaml.safe_load((CONFIGS / "gpu-tp2.yaml").read_text())
+    data["ingress"]["api_keys"] = ["sk-secret", {"env": "K"}]
+    path = tmp_path / "literal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "rs.yaml"
+    assert main(["build", str(path), "--kuberay", "-o", str(out)]) == EXIT_CONFIG
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "ingress.api_keys[0]: a literal key would be written into the manifest" in err
+    assert "sk-secret" not in err
+
+
+def test_auto_device_is_planned_into_the_pods_config(tmp_path: Path) -> None:
+    data = yaml.safe_load((CONFIGS / "gpu-tp2.yaml").read_text())
+    data["models"][0]["device"] = "auto"
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(data))
+    gpu = _build(path, tmp_path)
+    assert _serve_config(gpu)["applications"][0]["args"]["config"]["models"][0]["device"] == "gpu"
+    assert _groups(gpu)[0]["rayStartParams"]["num-gpus"] == "2"
+    cpu = _build(path, tmp_path, "--auto-device", "cpu", "--image", "registry.example/llm:1")
+    assert _serve_config(cpu)["applications"][0]["args"]["config"]["models"][0]["device"] == "cpu"
+    [group] = _groups(cpu)  # two {CPU: 1} bundles in STRICT_PACK
+    assert group["groupName"] == "cpu"
+    [container] = group["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": {"cpu": "2"}}
+    assert container["image"] == "registry.example/llm:1"
+
+
+def test_without_output_the_manifest_goes_to_stdout(validator, capsys) -> None:
+    assert main(["build", str(CONFIGS / "gpu-tp8-pp2.yaml"), "--kuberay"]) == 0
+    captured = capsys.readouterr()
+    manifest = yaml.safe_load(captured.out)
+    assert _errors(validator, manifest) == []
+    assert "worker group gpu8: 8 GPUs per pod, 2-2 pods (start 2)" in captured.err

@@ -1,0 +1,193 @@
+"""Stream resumption: what is recorded from a stream, and how its continuation looks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmserve.ingress.resume import MAX_RESUMES, StreamState, resumable
+
+pytestmark = pytest.mark.unit
+
+CHAT = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": True,
+    "max_tokens": 10,
+    "temperature": 0,
+    "stream_options": {"include_usage": True},
+}
+
+
+def _event(chunk: dict) -> str:
+    return "data: " + json.dumps(chunk) + "\n\n"
+
+
+def _chat_chunk(content: str, ids: list[int], first: bool = False, finish: str | None = None):
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 7,
+        "model": "m",
+        "choices": [
+            {"index": 0, "delta": {"content": content}, "finish_reason": finish, "token_ids": ids}
+        ],
+    }
+    if first:
+        chunk["prompt_token_ids"] = [1, 2, 3]
+    return _event(chunk)
+
+
+def _data(raw: bytes) -> dict:
+    assert raw.startswith(b"data: ") and raw.endswith(b"\n\n")
+    return json.loads(raw[len(b"data: ") :])
+
+
+@pytest.mark.parametrize(
+    ("method", "change", "expected"),
+    [
+        ("chat", {}, True),
+        ("chat", {"stream": False}, False),
+        ("chat", {"n": 2}, False),
+        ("chat", {"tools": [{"type": "function"}]}, False),
+        ("chat", {"logprobs": True}, False),
+        ("chat", {"response_format": {"type": "json_object"}}, False),
+        ("completions", {"prompt": "Once"}, True),
+        ("completions", {"prompt": [5, 6]}, True),
+        ("completions", {"prompt": ["a", "b"]}, False),
+        ("embeddings", {}, False),
+    ],
+)
+def test_only_plain_single_text_streams_are_resumable(method, change, expected) -> None:
+    assert resumable(method, {**CHAT, **change}) is expected
+
+
+def test_the_stream_asks_for_token_ids_and_the_client_does_not_see_them() -> None:
+    state = StreamState("chat", CHAT)
+    assert state.request_body()["return_token_ids"] is True
+    first = _data(state.relay(_chat_chunk("", [], first=True)))
+    second = _data(state.relay(_chat_chunk("Hel", [10, 11])))
+    assert first["prompt_token_ids"] is None
+    assert second["choices"][0]["token_ids"] is None
+    assert second["choices"][0]["delta"]["content"] == "Hel"
+    assert (state.prompt_ids, state.token_ids) == ([1, 2, 3], [10, 11])
+
+
+def test_a_client_that_asked_for_token_ids_keeps_them() -> None:
+    state = StreamState("chat", {**CHAT, "return_token_ids": True})
+    assert _data(state.relay(_chat_chunk("Hel", [10, 11])))["choices"][0]["token_ids"] == [10, 11]
+
+
+def test_the_continuation_prompts_with_every_token_id_sent_and_the_tokens_left() -> None:
+    state = StreamState("chat", CHAT)
+    state.relay(_chat_chunk("", [], first=True))
+    state.relay(_chat_chunk("Hel", [10, 11]))
+    body = state.continuation()
+    assert body["prompt"] == [1, 2, 3, 10, 11]
+    assert body["max_tokens"] == 8
+    assert (body["temperature"], body["stream"], body["return_token_ids"]) == (0, True, True)
+    assert body["stream_options"] == {"include_usage": True}
+    assert "messages" not in body
+
+
+def test_continued_chunks_are_chunks_of_the_original_chat_stream() -> None:
+    state = StreamState("chat", CHAT)
+    state.relay(_chat_chunk("", [], first=True))
+    state.relay(_chat_chunk("Hel", [10, 11]))
+    state.continuation()
+    piece = {
+        "id": "cmpl-9",
+        "object": "text_completion",
+        "created": 99,
+        "model": "m",
+        "choices": [{"index": 0, "text": "lo", "finish_reason": "length", "token_ids": [12]}],
+    }
+    chunk = _data(state.relay_continued(_event(piece)))
+    assert (chunk["id"], chunk["created"], chunk["object"]) == (
+        "chatcmpl-1",
+        7,
+        "chat.completion.chunk",
+    )
+    assert chunk["choices"][0]["delta"] == {"content": "lo"}
+    assert chunk["choices"][0]["finish_reason"] == "length"
+    assert chunk["choices"][0]["token_ids"] is None
+    usage = {"prompt_tokens": 6, "completion_tokens": 1, "total_tokens": 7}
+    last = _data(state.relay_continued(_event({**piece, "choices": [], "usage": usage})))
+    # Usage counts the original prompt and every token the client got.
+    assert last["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+    assert state.relay_continued("data: [DONE]\n\n") == b"data: [DONE]\n\n"
+
+
+def test_a_finished_or_twice_resumed_stream_is_not_resumed_again() -> None:
+    state = StreamState("chat", CHAT)
+    assert not state.can_resume()  # no prompt ids yet: nothing to continue from
+    state.relay(_chat_chunk("", [], first=True))
+    for _ in range(MAX_RESUMES):
+        assert state.can_resume()
+        state.continuation()
+    assert not state.can_resume()
+    done = StreamState("chat", CHAT)
+    done.relay(_chat_chunk("", [], first=True))
+    done.relay(_chat_chunk("x", [4], finish="stop"))
+    assert not done.can_resume()
+
+
+class _DyingModel:
+    """A model whose first stream dies after two chunks; ``completions`` continues it."""
+
+    def __init__(self) -> None:
+        self.continued: list[dict] = []
+
+    async def chat(self, body):
+        from ray.exceptions import ActorDiedError
+
+        assert body["return_token_ids"] is True
+        yield _chat_chunk("", [], first=True)
+        yield _chat_chunk("Hel", [10, 11])
+        raise ActorDiedError()
+
+    async def completions(self, body):
+        self.continued.append(body)
+        piece = {"id": "cmpl-9", "object": "text_completion", "created": 99, "model": "m"}
+        yield _event(piece | {"choices": [{"index": 0, "text": "lo", "token_ids": [12]}]})
+        done = {"index": 0, "text": "!", "token_ids": [13], "finish_reason": "length"}
+        yield _event(piece | {"choices": [done]})
+        yield "data: [DONE]\n\n"
+
+
+def test_the_ingress_continues_a_dying_stream_as_one_stream() -> None:
+    from fastapi.testclient import TestClient
+
+    from llmserve.ingress.deployment import IngressSettings, Routes, build_ingress_app
+    from llmserve.ingress.local_handle import LocalHandle
+
+    model = _DyingModel()
+    routes = Routes(chat={"m": LocalHandle(model)}, resumable={"m"})
+    body = {k: v for k, v in CHAT.items() if k != "stream_options"}
+    with TestClient(build_ingress_app(IngressSettings(), routes)) as client:
+        response = client.post("/v1/chat/completions", json=body)
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert not any("error" in c for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "Hello!"
+    assert {c["id"] for c in chunks} == {"chatcmpl-1"}
+    [continued] = model.continued
+    assert continued["prompt"] == [1, 2, 3, 10, 11] and continued["max_tokens"] == 8
+
+
+def test_a_stream_of_a_model_without_resumption_ends_with_the_error_event() -> None:
+    from fastapi.testclient import TestClient
+
+    from llmserve.ingress.deployment import IngressSettings, Routes, build_ingress_app
+    from llmserve.ingress.local_handle import LocalHandle
+
+    model = _DyingModel()
+    routes = Routes(chat={"m": LocalHandle(model)})
+    with TestClient(build_ingress_app(IngressSettings(), routes)) as client:
+        body = {**CHAT, "return_token_ids": True}
+        response = client.post("/v1/chat/completions", json=body)
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(events[-2])["error"]["code"] == 503 and events[-1] == "[DONE]"
+    assert model.continued == []
