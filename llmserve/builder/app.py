@@ -1,8 +1,9 @@
 """App builder: one validated config -> one Ray Serve application.
 
 Every model, and every RAG stage, is its own deployment with its own
-replica settings. The ingress gets ``{id: handle}`` maps built here, so a
-redeploy of a changed config rebuilds its routing from that config.
+replica settings. The ingress gets one ``Route`` per served id, built here
+(``ingress/routes.py``), so a redeploy of a changed config rebuilds its
+routing from that config.
 
 The call graph is a DAG: the ingress calls deployments, and no deployment
 ever calls back up. A fused model runs inside the ingress, so the pipelines
@@ -11,6 +12,7 @@ that generate with it run their router there too (see ``LocalPipeline``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,11 @@ from ray.serve import Application
 from llmserve.builder import versions
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.builder.rag import add_rag_deployments
-from llmserve.config import AppConfig
-from llmserve.ingress.deployment import Ingress, IngressSettings, Routes
+from llmserve.config import AppConfig, ModelConfig
+from llmserve.ingress.deployment import Ingress
+from llmserve.ingress.routes import Local, Route, RouteTable
 from llmserve.servers.llm_server import LLMServer
+from llmserve.servers.protocol import GENERATION_ENDPOINTS
 
 APP_NAME = "llmserve"
 INGRESS_NAME = "ingress"
@@ -30,46 +34,14 @@ INGRESS_NAME = "ingress"
 
 def build_app(config: AppConfig) -> Application:
     home = str(config.home_dir())
-    retry_after = config.ingress.retry_after_s
-    routes = Routes()
-    fused_id = config.ingress.fused_model
+    routes = RouteTable()
     for model in config.models:
-        routes.model_cards.append({"id": model.id, "root": model.source, "kind": "model"})
-        for adapter, path in (model.lora.adapters if model.lora else {}).items():
-            routes.adapters[adapter] = model.id
-            routes.model_cards.append(
-                {"id": adapter, "root": path, "parent": model.id, "kind": "lora"}
-            )
-        if model.request_timeout_s is not None:
-            routes.timeouts[model.id] = model.request_timeout_s
-        if model.id == fused_id:
-            # Served inside the ingress replicas, which bound it themselves.
-            routes.limits[model.id] = model.deployment.limits()
-            continue
-        name = deployment_name("llm", model.id)
-        options = engine_deployment_options(model, retry_after)
-        if model.lora is not None:  # loaded by LLMServer.reconfigure, no restart
-            options["user_config"] = {"lora_adapters": dict(model.lora.adapters)}
-        deployment = serve.deployment(LLMServer).options(name=name, **options)
-        handle = versions.bind(deployment, model, home)
-        routes.chat[model.id] = handle
-        routes.completions[model.id] = handle
-        routes.responses[model.id] = handle
-        if model.resumes_streams(fused=False):
-            routes.resumable.add(model.id)
-        routes.tokenize[model.id] = handle
-        routes.metrics_sources.append(handle)
-        routes.deployments.append(name)
-
+        _add_model(config, model, routes, home)
     add_rag_deployments(config, routes, home)
 
-    settings = IngressSettings(
-        api_keys=list(config.ingress.api_keys),
-        max_request_body_bytes=config.ingress.max_request_body_bytes,
-        request_timeout_s=config.ingress.request_timeout_s,
-        retry_after_s=retry_after,
-    )
+    retry_after = config.ingress.retry_after_s
     ingress_limits = config.ingress.deployment
+    fused_id = config.ingress.fused_model
     if fused_id is None:
         options, fused = ingress_limits.to_serve_options(retry_after), None
     else:
@@ -83,7 +55,43 @@ def build_app(config: AppConfig) -> Application:
             max_queued_requests=ingress_limits.max_queued_requests,
         )
     ingress = serve.deployment(serve.ingress()(Ingress)).options(name=INGRESS_NAME, **options)
-    return versions.bind(ingress, settings, routes, fused, home)
+    return versions.bind(ingress, config.ingress, routes, fused, home)
+
+
+def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: str) -> None:
+    """A generative model's route, and those of its LoRA adapters (served by its engine)."""
+    if model.id == config.ingress.fused_model:
+        # Served inside the ingress replicas, which bound it themselves.
+        route = Route(
+            model.id,
+            GENERATION_ENDPOINTS,
+            card={"id": model.id, "root": model.source, "kind": "model"},
+            local=Local.FUSED_MODEL,
+            timeout_s=model.request_timeout_s,
+            limits=model.deployment.limits(),
+        )
+    else:
+        name = deployment_name("llm", model.id)
+        options = engine_deployment_options(model, config.ingress.retry_after_s)
+        if model.lora is not None:  # loaded by LLMServer.reconfigure, no restart
+            options["user_config"] = {"lora_adapters": dict(model.lora.adapters)}
+        deployment = serve.deployment(LLMServer).options(name=name, **options)
+        handle = versions.bind(deployment, model, home)
+        route = Route(
+            model.id,
+            GENERATION_ENDPOINTS,
+            card={"id": model.id, "root": model.source, "kind": "model"},
+            handle=handle,
+            deployment=name,
+            timeout_s=model.request_timeout_s,
+            resumable=model.resumes_streams(fused=False),
+        )
+        routes.metrics_sources.append(handle)
+    routes.add(route)
+    for adapter, path in (model.lora.adapters if model.lora else {}).items():
+        card = {"id": adapter, "root": path, "parent": model.id, "kind": "lora"}
+        # Same engine, gate, timeout and resumability as its base model.
+        routes.add(replace(route, id=adapter, card=card, base=model.id))
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -8,14 +8,23 @@ ingress (``LocalPipeline``), so generation never re-enters the ingress.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray import serve
+from ray.serve import Application
 
 from llmserve.builder import versions
 from llmserve.builder.options import deployment_name, engine_deployment_options
-from llmserve.config import AppConfig
-from llmserve.ingress.deployment import LocalPipeline, Routes
+from llmserve.config import AppConfig, EmbedderConfig, RerankerConfig
+from llmserve.ingress.routes import Local, LocalPipeline, Route, RouteTable
 from llmserve.models import resolve_source
 from llmserve.servers.embedder import Embedder
+from llmserve.servers.protocol import (
+    EMBEDDING_ENDPOINTS,
+    PIPELINE_ENDPOINTS,
+    RERANK_ENDPOINTS,
+    Endpoint,
+)
 from llmserve.servers.rag.router import RAGRouter
 from llmserve.servers.reranker import Reranker
 from llmserve.servers.retriever import Retriever
@@ -25,14 +34,18 @@ def index_hint(pipeline_id: str) -> str:
     return f"Build it with: llmserve index CONFIG --pipeline {pipeline_id}"
 
 
-def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
+def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> None:
     retry_after = config.ingress.retry_after_s
-    embedders = _bind_engines(
-        config, config.embedders, Embedder, "embedder", routes.embeddings, routes
-    )
-    rerankers = _bind_engines(config, config.rerankers, Reranker, "reranker", routes.rerank, routes)
+    embedders = {
+        cfg.id: _bind_engine(config, cfg, Embedder, "embedder", EMBEDDING_ENDPOINTS, routes, home)
+        for cfg in config.embedders
+    }
+    rerankers = {
+        cfg.id: _bind_engine(config, cfg, Reranker, "reranker", RERANK_ENDPOINTS, routes, home)
+        for cfg in config.rerankers
+    }
 
-    pipelines_of = {}
+    pipelines_of: dict[str, str] = {}
     for p in config.pipelines:
         pipelines_of.setdefault(p.retriever, p.id)
 
@@ -44,45 +57,58 @@ def add_rag_deployments(config: AppConfig, routes: Routes, home: str) -> None:
         )
         hint = index_hint(pipelines_of.get(cfg.id, "NAME"))
         retrievers[cfg.id] = versions.bind(dep, cfg, embedders[cfg.embedder], hint)
-        routes.deployments.append(name)
+        routes.backends.append(name)
 
     for p in config.pipelines:
         tokenizer = resolve_source(config.get_model(p.generator).source, home, prepare=False)
         reranker = rerankers[p.reranker] if p.reranker else None
-        routes.model_cards.append({"id": p.id, "root": p.generator, "kind": "rag-pipeline"})
-        if p.request_timeout_s is not None:
-            routes.timeouts[p.id] = p.request_timeout_s
+        card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
         if p.generator == config.ingress.fused_model:
-            routes.local_pipelines.append(
-                LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
+            routes.pipelines[p.id] = LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
+            routes.add(
+                Route(
+                    p.id,
+                    PIPELINE_ENDPOINTS,
+                    card,
+                    local=Local.PIPELINE,
+                    timeout_s=p.request_timeout_s,
+                    limits=p.deployment.limits(),
+                )
             )
-            routes.limits[p.id] = p.deployment.limits()
             continue
         name = deployment_name("rag", p.id)
         dep = serve.deployment(RAGRouter).options(
             name=name, **p.deployment.to_serve_options(retry_after)
         )
-        router = versions.bind(
-            dep, p, tokenizer, retrievers[p.retriever], reranker, routes.chat[p.generator]
+        generator = routes.routes[p.generator].handle
+        router = versions.bind(dep, p, tokenizer, retrievers[p.retriever], reranker, generator)
+        routes.add(
+            Route(
+                p.id,
+                PIPELINE_ENDPOINTS,
+                card,
+                handle=router,
+                deployment=name,
+                timeout_s=p.request_timeout_s,
+            )
         )
-        routes.chat[p.id] = router
-        routes.responses[p.id] = router
-        routes.retrieve[p.id] = router
         routes.metrics_sources.append(router)
-        routes.deployments.append(name)
 
 
-def _bind_engines(config: AppConfig, configs, cls, kind: str, route: dict, routes: Routes) -> dict:
+def _bind_engine(
+    config: AppConfig,
+    cfg: EmbedderConfig | RerankerConfig,
+    cls: type,
+    kind: str,
+    endpoints: frozenset[Endpoint],
+    routes: RouteTable,
+    home: str,
+) -> Application:
     """One deployment per vLLM pooling engine, listed in /v1/models and /metrics."""
-    home, retry_after = str(config.home_dir()), config.ingress.retry_after_s
-    bound = {}
-    for cfg in configs:
-        name = deployment_name(kind, cfg.id)
-        dep = serve.deployment(cls).options(
-            name=name, **engine_deployment_options(cfg, retry_after)
-        )
-        bound[cfg.id] = route[cfg.id] = versions.bind(dep, cfg, home)
-        routes.model_cards.append({"id": cfg.id, "root": cfg.source, "kind": kind})
-        routes.metrics_sources.append(bound[cfg.id])
-        routes.deployments.append(name)
+    name = deployment_name(kind, cfg.id)
+    options = engine_deployment_options(cfg, config.ingress.retry_after_s)
+    bound = versions.bind(serve.deployment(cls).options(name=name, **options), cfg, home)
+    card: dict[str, Any] = {"id": cfg.id, "root": cfg.source, "kind": kind}
+    routes.add(Route(cfg.id, endpoints, card, handle=bound, deployment=name))
+    routes.metrics_sources.append(bound)
     return bound

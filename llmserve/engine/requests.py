@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -47,3 +48,22 @@ def vllm_error(exc: Exception) -> dict[str, Any]:
     except Exception:  # never leak a traceback to the client
         logging.getLogger("llmserve").exception("unexpected error while serving a request")
         return error_body(500, "internal server error")
+
+
+def raw_request(headers: Mapping[str, str]) -> Any:
+    """The ``raw_request`` vLLM's serving methods take, carrying only ``headers``.
+
+    vLLM reads its request id (``X-Request-Id``) and tracing context from it;
+    None (what vLLM's batch runner passes) when there is nothing to carry.
+    """
+    if not headers:
+        return None
+    from starlette.requests import Request
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+    }
+    return Request(scope)

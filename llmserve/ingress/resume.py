@@ -18,8 +18,9 @@ relayed as bytes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from llmserve.openai import sse
 
 # Sampling settings that carry over from the original request to the continuation.
 _SAMPLING = (
@@ -171,13 +172,10 @@ class StreamState:
                 for key in ("token_ids", "prompt_token_ids"):
                     if key in choice:
                         choice[key] = None
-        data = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
-        return b"data: " + data.encode() + b"\n\n"
+        return sse.data(chunk)
 
 
 def _chunk(event: str) -> dict[str, Any] | None:
     """The JSON of a ``data:`` event; None for ``[DONE]``, errors and anything else."""
-    if not event.startswith("data: {"):
-        return None
-    chunk = json.loads(event[len("data: ") :])
-    return None if "error" in chunk else chunk
+    chunk = sse.parse_data(event)
+    return None if chunk is None or "error" in chunk else chunk

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmserve.openai.errors import APIError
+
 SearchMode = Literal["hybrid", "dense", "bm25"]
 
 
@@ -42,3 +44,15 @@ class Source(BaseModel):
     chunk_id: str
     text: str
     score: float
+
+
+def chat_messages(body: dict[str, Any]) -> list[Any]:
+    """A chat request's ``messages``; ``APIError(400)`` unless it is a list.
+
+    vLLM's own validators iterate ``messages`` before pydantic checks its type,
+    so a body with a string there must be refused before it reaches them.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise APIError(400, "messages must be a list of chat messages", param="messages")
+    return messages

@@ -1,6 +1,6 @@
 """Embedder deployment: a vLLM pooling engine behind ``/v1/embeddings``.
 
-HTTP requests go straight to vLLM's ``ServingEmbedding`` (OpenAI schema:
+HTTP requests (``respond``) go straight to vLLM's ``ServingEmbedding`` (OpenAI schema:
 string or list input, ``encoding_format`` float or base64, usage; an input
 longer than the model's context is vLLM's own 400). The retriever's handle
 path, ``embed``, is batched with ``@serve.batch``, so concurrent queries share
@@ -11,13 +11,20 @@ only its own call, with vLLM's 400 naming the limit.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from ray import serve
 
 from llmserve.engine.pooling import embed_texts, run_pooling
-from llmserve.openai.errors import APIError
+from llmserve.openai.errors import APIError, error_body
 from llmserve.servers.pooling import PoolingServer
+from llmserve.servers.protocol import (
+    EMBEDDING_ENDPOINTS,
+    NO_META,
+    Body,
+    Endpoint,
+    Item,
+    RequestMeta,
+)
 
 
 class Embedder(PoolingServer):
@@ -30,9 +37,15 @@ class Embedder(PoolingServer):
         self._embed_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.engine_calls = 0
 
-    async def embeddings(self, body: dict[str, Any]) -> AsyncGenerator[dict, None]:
+    async def respond(
+        self, endpoint: Endpoint, body: Body, meta: RequestMeta = NO_META
+    ) -> AsyncGenerator[Item, None]:
+        """``protocol.StreamingServer``: ``/v1/embeddings`` by vLLM's ``ServingEmbedding``."""
         from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
 
+        if endpoint not in EMBEDDING_ENDPOINTS:
+            yield error_body(404, f"'{self.model_id}' does not serve {endpoint.path}")
+            return
         yield await run_pooling(self._serving, EmbeddingRequest, body)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

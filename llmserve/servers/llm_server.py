@@ -1,14 +1,11 @@
 """LLM server deployment: one per configured model, owning a vLLM ``AsyncLLM``.
 
-Requests arrive from the ingress as plain JSON dicts (cheap to pickle) and
-are answered by vLLM's own ``OpenAIServingChat`` / ``OpenAIServingCompletion``
-(and ``ServingTokenization`` for ``/tokenize`` and ``/detokenize``).
-Each method is an async generator, called through a streaming handle:
-
-- the first item is a ``dict`` for a complete JSON answer (a response or an
-  OpenAI-shaped error), or
-- a sequence of ``str`` SSE events exactly as vLLM renders them
-  (``"data: {...}\\n\\n"``), ending with ``"data: [DONE]\\n\\n"``.
+Requests arrive from the ingress as plain JSON dicts (cheap to pickle) on
+``respond`` (``servers/protocol.py``: the endpoints, the items, the error
+convention) and are answered by vLLM's own serving classes
+(``OpenAIServingChat``, ``OpenAIServingCompletion``, ``OpenAIServingResponses``,
+``ServingTokenization``): a whole JSON answer, or the SSE events exactly as
+vLLM renders them.
 
 Each event is yielded the moment vLLM produces it: there is no timer. When
 the consumer is slower than the engine, vLLM's output collector merges the
@@ -32,21 +29,33 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmserve.engine.requests import parse_request, vllm_error
+from llmserve.engine.requests import parse_request, raw_request, vllm_error
 from llmserve.engine.serving import start_engine
 from llmserve.observability import metrics
+from llmserve.openai import sse
 from llmserve.openai.errors import APIError, error_body, unavailable
+from llmserve.openai.protocol import chat_messages
+from llmserve.servers.protocol import NO_META, Body, Endpoint, Item, RequestMeta
 
 logger = logging.getLogger("llmserve")
 
-_ERROR_EVENTS = ('data: {"error"', "event: error")
 _WATCH_PERIOD_S = 0.5
 _RESTART_ATTEMPTS = 3
 _EXIT_DELAY_S = 0.5
+
+
+@dataclass(frozen=True)
+class _Handler:
+    request_type: Any
+    """vLLM's request model for the endpoint."""
+    create: Callable[[Any, Any], Awaitable[Any]]
+    """vLLM's serving method: ``(request, raw_request)`` -> a response or an event stream."""
+    by_alias: bool = False
 
 
 class LLMServer:
@@ -80,6 +89,7 @@ class LLMServer:
         self._tokenization = bundle.state.serving_tokenization
         self._models = bundle.state.openai_serving_models
         self._responses = bundle.state.openai_serving_responses
+        self._handlers = self._handler_table()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve's user_config: the LoRA adapters to serve, ``{"lora_adapters": {id: path}}``.
@@ -143,56 +153,54 @@ class LLMServer:
             return
         self._gave_up = True  # check_health now fails: Serve replaces the replica
 
-    async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-
-        if not isinstance(body.get("messages"), list):
-            yield error_body(400, "messages must be a list of chat messages", param="messages")
+    async def respond(
+        self, endpoint: Endpoint, body: Body, meta: RequestMeta = NO_META
+    ) -> AsyncGenerator[Item, None]:
+        """``protocol.StreamingServer``: the ``GENERATION_ENDPOINTS``, each answered by
+        vLLM's own serving class, exactly as ``vllm serve`` answers it."""
+        handler = self._handlers.get(endpoint)
+        if handler is None:
+            yield error_body(404, f"'{self.model_id}' does not serve {endpoint.path}")
             return
-        async for item in self._serve(
-            ChatCompletionRequest, body, self._chat.create_chat_completion
-        ):
+        if endpoint is Endpoint.CHAT:
+            try:
+                chat_messages(body)
+            except APIError as exc:
+                yield exc.body()
+                return
+        async for item in self._serve(handler, body, meta):
             yield item
 
-    async def completions(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+    def _handler_table(self) -> dict[Endpoint, _Handler]:
+        """What answers each endpoint: vLLM's request model and serving method."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+        from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 
-        async for item in self._serve(CompletionRequest, body, self._completion.create_completion):
-            yield item
+        return {
+            Endpoint.CHAT: _Handler(ChatCompletionRequest, self._chat.create_chat_completion),
+            Endpoint.COMPLETIONS: _Handler(CompletionRequest, self._completion.create_completion),
+            # vLLM's router dumps Responses answers by alias, the others plainly.
+            Endpoint.RESPONSES: _Handler(ResponsesRequest, self._create_responses, by_alias=True),
+            Endpoint.TOKENIZE: _Handler(TokenizeRequest, self._tokenization.create_tokenize),
+            Endpoint.DETOKENIZE: _Handler(DetokenizeRequest, self._tokenization.create_detokenize),
+        }
 
-    async def responses(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+    async def _create_responses(self, request: Any, raw_request: Any) -> Any:
         """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class."""
         from vllm.entrypoints.openai.responses.api_router import _convert_stream_to_sse_events
-        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
 
-        async def create(request, raw_request):
-            result = await self._responses.create_responses(request, raw_request)
-            if isinstance(result, AsyncGenerator):
-                # Event objects, written as typed SSE events exactly as vLLM's router does.
-                return _convert_stream_to_sse_events(result)
-            return result
-
-        async for item in self._serve(ResponsesRequest, body, create, by_alias=True):
-            yield item
-
-    async def tokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
-        from vllm.entrypoints.serve.tokenize.protocol import TokenizeRequest
-
-        async for item in self._serve(TokenizeRequest, body, self._tokenization.create_tokenize):
-            yield item
-
-    async def detokenize(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
-        from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest
-
-        async for item in self._serve(
-            DetokenizeRequest, body, self._tokenization.create_detokenize
-        ):
-            yield item
+        result = await self._responses.create_responses(request, raw_request)
+        if isinstance(result, AsyncGenerator):
+            # Event objects, written as typed SSE events exactly as vLLM's router does.
+            return _convert_stream_to_sse_events(result)
+        return result
 
     async def _serve(
-        self, request_cls, body, create, by_alias: bool = False
-    ) -> AsyncGenerator[dict | str, None]:
-        request, error = parse_request(request_cls, body)
+        self, handler: _Handler, body: Body, meta: RequestMeta
+    ) -> AsyncGenerator[Item, None]:
+        request, error = parse_request(handler.request_type, body)
         if error is not None:
             yield error
             return
@@ -200,14 +208,16 @@ class LLMServer:
             yield self._unavailable().body()
             return
         try:
-            result = await create(request, None)
+            result = await handler.create(request, raw_request(meta.headers))
         except Exception as exc:  # vLLM raises some request errors instead of returning them
             yield self._unavailable().body() if self._engine.errored else vllm_error(exc)
             return
         if not isinstance(result, AsyncGenerator):
             # vLLM's router dumps Responses answers by alias, the others plainly.
             answer = (
-                result.model_dump(mode="json", by_alias=True) if by_alias else result.model_dump()
+                result.model_dump(mode="json", by_alias=True)
+                if handler.by_alias
+                else result.model_dump()
             )
             # vLLM reports a dead engine as a 500; it is the retryable 503.
             yield (
@@ -218,7 +228,7 @@ class LLMServer:
         # makes vLLM abort the request and free its KV cache.
         async for event in result:
             # vLLM ends a stream whose engine died with a 500 error event.
-            if event.startswith(_ERROR_EVENTS) and self._engine.errored:
+            if sse.is_error(event) and self._engine.errored:
                 raise self._unavailable()
             yield event
 

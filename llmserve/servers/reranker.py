@@ -9,10 +9,19 @@ embedding model its score API returns cosine similarity.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from llmserve.engine.pooling import run_pooling
+from llmserve.openai.errors import APIError, error_body, status_of
 from llmserve.servers.pooling import PoolingServer
+from llmserve.servers.protocol import (
+    NO_META,
+    RERANK_ENDPOINTS,
+    Answer,
+    Body,
+    Endpoint,
+    Item,
+    RequestMeta,
+)
 
 
 class Reranker(PoolingServer):
@@ -23,10 +32,24 @@ class Reranker(PoolingServer):
         if self._serving is None:
             raise ValueError(f"reranker '{cfg.id}': {cfg.source} has no score API in vLLM")
 
-    async def rerank(self, body: dict[str, Any]) -> AsyncGenerator[dict, None]:
-        yield await self.rerank_json(body)
+    async def respond(
+        self, endpoint: Endpoint, body: Body, meta: RequestMeta = NO_META
+    ) -> AsyncGenerator[Item, None]:
+        """``protocol.StreamingServer``: ``/v1/rerank``."""
+        if endpoint not in RERANK_ENDPOINTS:
+            yield error_body(404, f"'{self.model_id}' does not serve {endpoint.path}")
+            return
+        yield await self._rerank(body)
 
-    async def rerank_json(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def score(self, body: Body) -> Answer:
+        """``protocol.Scoring`` (RAG routers): the same answer; raises ``APIError``."""
+        result = await self._rerank(body)
+        if "error" in result:
+            error = result["error"]
+            raise APIError(status_of(result), error.get("message", ""), error.get("param"))
+        return result
+
+    async def _rerank(self, body: Body) -> Answer:
         from vllm.entrypoints.pooling.scoring.protocol import RerankRequest
 
         body = dict(body)

@@ -13,16 +13,19 @@ from typing import Any
 
 from llmserve.openai.errors import APIError
 from llmserve.rag import ChunkStore, IndexNotBuilt, InvalidFilter, UnknownFilterField
+from llmserve.servers.clients import EmbedClient
+from llmserve.servers.protocol import SearchQuery
 
 logger = logging.getLogger("llmserve")
 
 
 class Retriever:
     def __init__(self, cfg, embedder, not_built_hint: str):
+        """``embedder``: the embedder deployment's handle."""
         self.id = cfg.id
         self.default_mode = cfg.default_mode
         self.max_top_k = cfg.max_top_k
-        self._embedder = embedder
+        self._embedder = EmbedClient(embedder)
         self._not_built = f"the index of retriever '{cfg.id}' is not built. {not_built_hint}"
         self.store = ChunkStore(
             cfg.uri,
@@ -31,20 +34,16 @@ class Retriever:
             not_built_hint=not_built_hint,
         )
 
-    async def search(
-        self,
-        query: str,
-        top_k: int,
-        mode: str | None = None,
-        filters: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        mode = mode or self.default_mode
+    async def search(self, search: SearchQuery) -> list[dict[str, Any]]:
+        """``protocol.Searcher``: hits as plain dicts; raises ``APIError``."""
+        query, top_k, filters = search.text, search.top_k, search.filters
+        mode = search.mode or self.default_mode
         if top_k > self.max_top_k:
             raise APIError(400, f"top_k must be <= {self.max_top_k}", param="top_k")
         vector = None
         if mode != "bm25" and query.strip():
             try:
-                vector = (await self._embedder.embed.remote([query]))[0]
+                vector = (await self._embedder.embed([query]))[0]
             except APIError as exc:  # a fresh one: errors wrapped twice lose their type
                 raise APIError(exc.status, exc.message, param="query") from None
         try:

@@ -38,9 +38,7 @@ def _deploy(app: FaultApp, config: dict, path: Path) -> float:
 
     path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
-    code = main(
-        ["deploy", str(path), "--address", app.gcs_address, "--timeout", str(SWAP_LIMIT_S)]
-    )
+    code = main(["deploy", str(path), "--address", app.gcs_address, "--timeout", str(SWAP_LIMIT_S)])
     assert code == 0, f"llmserve deploy exited {code}; see {app.log}"
     return time.monotonic() - started
 

@@ -15,10 +15,10 @@ is renumbered, so the stream stays consistent for SDKs that check either.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
+from llmserve.openai import sse
 from llmserve.openai.errors import APIError
 
 ROLES = ("user", "assistant", "system", "developer")
@@ -83,7 +83,7 @@ class SourcesInStream:
         self._next = 0
 
     def __call__(self, event: str) -> list[str]:
-        kind, payload = _parse(event)
+        kind, payload = sse.parse_typed_event(event)
         if kind in ("response.created", "response.in_progress", *_TERMINAL):
             response = payload.get("response")
             if isinstance(response, dict):
@@ -103,12 +103,4 @@ class SourcesInStream:
     def _write(self, kind: str, payload: dict[str, Any]) -> str:
         payload = {**payload, "type": kind, "sequence_number": self._next}
         self._next += 1
-        data = json.dumps(payload, separators=(",", ":"))
-        return f"event: {kind}\ndata: {data}\n\n"
-
-
-def _parse(event: str) -> tuple[str, dict[str, Any]]:
-    """``event: <type>\\ndata: <json>`` as vLLM's Responses router writes it."""
-    data = next(line for line in event.splitlines() if line.startswith("data: "))
-    payload = json.loads(data[len("data: ") :])
-    return payload.get("type", "unknown"), payload
+        return sse.typed_event(kind, payload)

@@ -19,7 +19,6 @@ generator is the ingress's fused model (then ``generator`` is a local handle).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -29,9 +28,21 @@ from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from llmserve.observability import metrics
-from llmserve.openai.errors import APIError, from_exception, validation_error_body
-from llmserve.openai.protocol import RagOverrides, RetrieveRequest, Source
+from llmserve.openai import sse
+from llmserve.openai.errors import APIError, error_body, from_exception, validation_error_body
+from llmserve.openai.protocol import RagOverrides, RetrieveRequest, Source, chat_messages
 from llmserve.rag import Hit, build_messages
+from llmserve.servers.clients import LocalClient, ScoreClient, SearchClient, StreamClient
+from llmserve.servers.protocol import (
+    NO_META,
+    PIPELINE_ENDPOINTS,
+    Answer,
+    Body,
+    Endpoint,
+    Item,
+    RequestMeta,
+    SearchQuery,
+)
 from llmserve.servers.rag import responses as rag_responses
 
 logger = logging.getLogger("llmserve")
@@ -46,36 +57,38 @@ STAGE_SECONDS = Histogram(
 
 class RAGRouter:
     def __init__(self, pipeline, tokenizer_path: str, retriever, reranker, generator):
+        """``retriever``, ``reranker``: deployment handles; ``generator``: the generator's
+        handle, or a ``LocalClient`` of the fused model when this router runs in the ingress."""
         from transformers import AutoTokenizer
 
         self.cfg = pipeline
-        self._retriever = retriever
-        self._reranker = reranker
-        self._generator = generator
+        self._retriever = SearchClient(retriever)
+        self._reranker = ScoreClient(reranker) if reranker is not None else None
+        self._generator = (
+            generator if isinstance(generator, LocalClient) else StreamClient(generator)
+        )
         self._tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
 
-    # --- handle methods (same protocol as LLMServer) ---
+    async def respond(
+        self, endpoint: Endpoint, body: Body, meta: RequestMeta = NO_META
+    ) -> AsyncGenerator[Item, None]:
+        """``protocol.StreamingServer``: chat and Responses answers with sources, and retrieval."""
+        if endpoint is Endpoint.RETRIEVE:
+            yield await self._retrieve(body)
+        elif endpoint in PIPELINE_ENDPOINTS:
+            async for item in self._answer(endpoint, body, meta):
+                yield item
+        else:
+            yield error_body(404, f"'{self.cfg.id}' does not serve {endpoint.path}")
 
-    async def chat(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
-        async for item in self._answer("chat", body):
-            yield item
-
-    async def responses(self, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
-        """``POST /v1/responses``: the generator's Responses answer with the sources
-        as a ``file_search_call`` item (see rag_responses.py)."""
-        async for item in self._answer("responses", body):
-            yield item
-
-    async def _answer(self, method: str, body: dict[str, Any]) -> AsyncGenerator[dict | str, None]:
+    async def _answer(
+        self, method: Endpoint, body: Body, meta: RequestMeta
+    ) -> AsyncGenerator[Item, None]:
         timings: dict[str, float] = {}
         try:
             overrides = self._overrides(body)
             if method == "chat":
-                messages = body.get("messages")
-                if not isinstance(messages, list):
-                    message = "messages must be a list of chat messages"
-                    raise APIError(400, message, param="messages")
-                query, history = _split_query(messages, "messages")
+                query, history = _split_query(chat_messages(body), "messages")
             else:
                 query, history = _split_query(rag_responses.input_messages(body), "input")
             hits = await self._retrieve_and_rerank(query, overrides, timings)
@@ -100,7 +113,7 @@ class RAGRouter:
             generate_body.update(model=self.cfg.generator, input=messages)
 
         started = time.perf_counter()
-        stream = getattr(self._generator.options(stream=True), method).remote(generate_body)
+        stream = self._generator.stream(method, generate_body, meta)
         try:
             try:
                 first = await stream.__anext__()
@@ -134,20 +147,20 @@ class RAGRouter:
         finally:
             stream.cancel()
 
-    async def retrieve(self, body: dict[str, Any]) -> AsyncGenerator[dict, None]:
+    async def _retrieve(self, body: Body) -> Answer:
         try:
             request = RetrieveRequest.model_validate(body)
         except ValidationError as exc:
-            yield validation_error_body(exc)
-            return
+            return validation_error_body(exc)
         try:
             query = _non_empty(request.query, "query")
             top_k = self._limit(request.top_k, self.cfg.top_k, self.cfg.max_top_k, "top_k")
-            hits = await self._retriever.search.remote(query, top_k, request.mode, request.filters)
+            hits = await self._retriever.search(
+                SearchQuery(query, top_k, request.mode, request.filters)
+            )
         except Exception as exc:
-            yield from_exception(exc, self.cfg.id, logger).body()
-            return
-        yield {
+            return from_exception(exc, self.cfg.id, logger).body()
+        return {
             "object": "list",
             "pipeline": self.cfg.id,
             "data": [{"object": "retrieval.chunk", **hit} for hit in hits],
@@ -171,26 +184,29 @@ class RAGRouter:
         top_k = self._limit(overrides.top_k, self.cfg.top_k, self.cfg.max_top_k, "rag.top_k")
         top_n = self._limit(overrides.top_n, self.cfg.top_n, self.cfg.max_top_n, "rag.top_n")
         started = time.perf_counter()
-        found = await self._retriever.search.remote(query, top_k, overrides.mode, overrides.filters)
+        found = await self._retriever.search(
+            SearchQuery(query, top_k, overrides.mode, overrides.filters)
+        )
         self._observe(timings, "retrieve", started)
         hits = [Hit(**hit) for hit in found]
         if self._reranker is None or not hits:
             return hits[:top_n]
         started = time.perf_counter()
-        ranked = await self._reranker.rerank_json.remote(
-            {
-                "model": self.cfg.reranker,
-                "query": query,
-                "documents": [h.text for h in hits],
-                "top_n": top_n,
-                "return_documents": False,
-            }
-        )
-        self._observe(timings, "rerank", started)
-        if "error" in ranked:
+        try:
+            ranked = await self._reranker.score(
+                {
+                    "model": self.cfg.reranker,
+                    "query": query,
+                    "documents": [h.text for h in hits],
+                    "top_n": top_n,
+                    "return_documents": False,
+                }
+            )
+        except APIError as exc:
             # The reranker's message may carry model internals: log it, not send it.
-            logger.error("pipeline %s: reranking failed: %s", self.cfg.id, ranked["error"])
-            raise APIError(500, f"reranking failed in pipeline '{self.cfg.id}'")
+            logger.error("pipeline %s: reranking failed: %s", self.cfg.id, exc.body()["error"])
+            raise APIError(500, f"reranking failed in pipeline '{self.cfg.id}'") from None
+        self._observe(timings, "rerank", started)
         min_score = self.cfg.min_score
         return [
             _rescored(hits[r["index"]], r["relevance_score"])
@@ -256,6 +272,7 @@ def _source(number: int, hit: Hit) -> dict[str, Any]:
 
 def _with_extra(event: str, extra: dict[str, Any]) -> str:
     """Add fields to a ``data: {...}`` SSE event (done once per stream)."""
-    payload = json.loads(event[len("data: ") :])
-    payload.update(extra)
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    payload = sse.parse_data(event)
+    if payload is None:
+        return event
+    return sse.data_text({**payload, **extra})

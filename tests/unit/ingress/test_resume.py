@@ -139,6 +139,9 @@ class _DyingModel:
     def __init__(self) -> None:
         self.continued: list[dict] = []
 
+    def respond(self, endpoint, body, meta=None):
+        return self.chat(body) if endpoint == "chat" else self.completions(body)
+
     async def chat(self, body):
         from ray.exceptions import ActorDiedError
 
@@ -159,13 +162,9 @@ class _DyingModel:
 def test_the_ingress_continues_a_dying_stream_as_one_stream() -> None:
     from fastapi.testclient import TestClient
 
-    from llmserve.ingress.deployment import IngressSettings, Routes, build_ingress_app
-    from llmserve.ingress.local_handle import LocalHandle
-
     model = _DyingModel()
-    routes = Routes(chat={"m": LocalHandle(model)}, resumable={"m"})
     body = {k: v for k, v in CHAT.items() if k != "stream_options"}
-    with TestClient(build_ingress_app(IngressSettings(), routes)) as client:
+    with TestClient(_app(model, resumable=True)) as client:
         response = client.post("/v1/chat/completions", json=body)
     events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
@@ -180,14 +179,24 @@ def test_the_ingress_continues_a_dying_stream_as_one_stream() -> None:
 def test_a_stream_of_a_model_without_resumption_ends_with_the_error_event() -> None:
     from fastapi.testclient import TestClient
 
-    from llmserve.ingress.deployment import IngressSettings, Routes, build_ingress_app
-    from llmserve.ingress.local_handle import LocalHandle
-
     model = _DyingModel()
-    routes = Routes(chat={"m": LocalHandle(model)})
-    with TestClient(build_ingress_app(IngressSettings(), routes)) as client:
+    with TestClient(_app(model, resumable=False)) as client:
         body = {**CHAT, "return_token_ids": True}
         response = client.post("/v1/chat/completions", json=body)
     events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
     assert json.loads(events[-2])["error"]["code"] == 503 and events[-1] == "[DONE]"
     assert model.continued == []
+
+
+def _app(model: _DyingModel, resumable: bool):
+    """The ingress's app with one model ``m`` on chat and completions."""
+    from llmserve.config import IngressConfig
+    from llmserve.ingress.app import build_ingress_app
+    from llmserve.ingress.routes import Route, RouteTable
+    from llmserve.servers.clients import LocalClient
+    from llmserve.servers.protocol import Endpoint
+
+    routes = RouteTable()
+    endpoints = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+    routes.add(Route("m", endpoints, {"id": "m"}, resumable=resumable))
+    return build_ingress_app(IngressConfig(), [], routes, {"m": LocalClient(model)})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from llmserve.openai.errors import APIError, error_body
-from llmserve.servers.llm_server import LLMServer
+from llmserve.servers.llm_server import LLMServer, _Handler
+from llmserve.servers.protocol import GENERATION_ENDPOINTS, NO_META, Endpoint
 
 pytestmark = pytest.mark.unit
 
@@ -59,7 +61,8 @@ def _server(engine: Engine, starts: list[Engine] | None = None) -> LLMServer:
 async def _collect(server: LLMServer, create) -> list:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-    return [item async for item in server._serve(ChatCompletionRequest, BODY, create)]
+    handler = _Handler(ChatCompletionRequest, create)
+    return [item async for item in server._serve(handler, BODY, NO_META)]
 
 
 def test_a_request_to_a_dead_engine_is_503() -> None:
@@ -96,7 +99,9 @@ def test_a_stream_whose_engine_dies_raises_503_not_vllms_500_event() -> None:
     async def run() -> list:
         out = []
         with pytest.raises(APIError) as err:
-            async for item in _server(engine)._serve(_request_type(), BODY, create):
+            async for item in _server(engine)._serve(
+                _Handler(_request_type(), create), BODY, NO_META
+            ):
                 out.append(item)
         assert err.value.status == 503
         return out
@@ -171,7 +176,16 @@ class Tokenization:
 def _tokenizing_server() -> tuple[LLMServer, Tokenization]:
     server, tokenization = _server(Engine()), Tokenization()
     server._tokenization = tokenization
+    # not asked here
+    server._chat = SimpleNamespace(create_chat_completion=None)
+    server._completion = SimpleNamespace(create_completion=None)
+    server._handlers = server._handler_table()
     return server, tokenization
+
+
+def test_the_server_answers_exactly_the_generation_endpoints() -> None:
+    server, _ = _tokenizing_server()
+    assert set(server._handlers) == GENERATION_ENDPOINTS
 
 
 def test_tokenize_and_detokenize_are_answered_by_vllms_tokenization() -> None:
@@ -183,8 +197,8 @@ def test_tokenize_and_detokenize_are_answered_by_vllms_tokenization() -> None:
 
     server, tokenization = _tokenizing_server()
 
-    async def collect(method, body):
-        return [item async for item in getattr(server, method)(body)]
+    async def collect(endpoint, body):
+        return [item async for item in server.respond(Endpoint(endpoint), body, NO_META)]
 
     assert asyncio.run(collect("tokenize", {"model": "m", "prompt": "hi"}))[0]["count"] == 2
     asyncio.run(collect("tokenize", BODY))
@@ -199,7 +213,8 @@ def test_a_bad_detokenize_body_is_400_naming_the_field() -> None:
     server, tokenization = _tokenizing_server()
 
     async def collect():
-        return [item async for item in server.detokenize({"model": "m", "tokens": "abc"})]
+        body = {"model": "m", "tokens": "abc"}
+        return [item async for item in server.respond(Endpoint.DETOKENIZE, body, NO_META)]
 
     [answer] = asyncio.run(collect())
     assert answer["error"]["code"] == 400

@@ -17,7 +17,8 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
 
 from llmserve.engine.pooling import run_pooling
-from llmserve.servers.llm_server import LLMServer
+from llmserve.servers.llm_server import LLMServer, _Handler
+from llmserve.servers.protocol import NO_META
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +33,8 @@ def _serve(request_cls, body: dict[str, Any]) -> list:
     server = LLMServer.__new__(LLMServer)  # no engine: _serve validates first
 
     async def run() -> list:
-        return [item async for item in server._serve(request_cls, body, _engine_must_not_run)]
+        handler = _Handler(request_cls, _engine_must_not_run)
+        return [item async for item in server._serve(handler, body, NO_META)]
 
     return asyncio.run(run())
 

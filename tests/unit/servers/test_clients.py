@@ -1,4 +1,5 @@
-"""LocalHandle: the in-process stand-in for a streaming DeploymentHandle (fused model)."""
+"""The clients: LocalClient and LocalStream, the in-process stand-in for a streaming
+DeploymentHandle (fused model), and StreamClient over a handle."""
 
 from __future__ import annotations
 
@@ -8,16 +9,25 @@ import weakref
 
 import pytest
 
-from llmserve.ingress.local_handle import LocalHandle
+from llmserve.servers.clients import LocalClient, StreamClient
+from llmserve.servers.protocol import NO_META, Endpoint, RequestMeta
 
 pytestmark = pytest.mark.unit
 
 
 class Counter:
-    """Like LLMServer: async generator methods; records how each stream ended."""
+    """A StreamingServer: ``serve`` streams ``body["n"]`` events from ``body["start"]``,
+    or fails after its first item (``body["fail"]``); records how each stream ended."""
 
     def __init__(self) -> None:
         self.ended: list[str] = []
+        self.meta: list[RequestMeta] = []
+
+    def respond(self, endpoint: Endpoint, body: dict, meta: RequestMeta):
+        self.meta.append(meta)
+        if body.get("fail"):
+            return self.fail(body)
+        return self.count(body["n"], body.get("start", 0))
 
     async def count(self, n: int, start: int = 0):
         try:
@@ -41,34 +51,65 @@ async def _collect(stream) -> list:
     return [item async for item in stream]
 
 
+def _stream(target, body: dict, meta: RequestMeta = NO_META):
+    return LocalClient(target).stream(Endpoint.CHAT, body, meta)
+
+
 def test_a_stream_yields_every_item_in_order() -> None:
     target = Counter()
-    handle = LocalHandle(target)
-    stream = handle.options(stream=True).count.remote(3, start=5)
+    stream = _stream(target, {"n": 3, "start": 5})
     assert asyncio.run(_collect(stream)) == ["data: 5\n\n", "data: 6\n\n", "data: 7\n\n"]
     assert target.ended == ["exhausted", "finally"]
 
 
-def test_options_return_a_handle_to_the_same_target() -> None:
+def test_the_request_meta_reaches_the_server() -> None:
     target = Counter()
-    handle = LocalHandle(target).options(stream=True, multiplexed_model_id="x")
-    assert asyncio.run(_collect(handle.options().count.remote(1))) == ["data: 0\n\n"]
+    meta = RequestMeta.from_headers({"x-request-id": "abc", "authorization": "Bearer k"})
+    asyncio.run(_collect(_stream(target, {"n": 1}, meta)))
+    assert target.meta == [RequestMeta({"x-request-id": "abc"})]  # never the key
 
 
 def test_an_exception_in_the_target_reaches_the_consumer() -> None:
-    stream = LocalHandle(Counter()).options(stream=True).fail.remote({"a": 1})
+    stream = _stream(Counter(), {"fail": True, "a": 1})
 
     async def run() -> None:
-        assert await stream.__anext__() == {"a": 1}
+        assert await stream.__anext__() == {"fail": True, "a": 1}
         with pytest.raises(ValueError, match="bad request"):
             await stream.__anext__()
 
     asyncio.run(run())
 
 
-def test_an_unknown_method_fails_when_named() -> None:
-    with pytest.raises(AttributeError):
-        LocalHandle(Counter()).options(stream=True).nope  # noqa: B018
+class _Handle:
+    """What StreamClient needs of a Serve handle: its name and streaming ``serve``."""
+
+    deployment_name = "llm-m"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.stream_option: bool | None = None
+
+    def options(self, stream: bool = False) -> _Handle:
+        self.stream_option = stream
+        return self
+
+    @property
+    def respond(self) -> _Handle:
+        return self
+
+    def remote(self, *args):
+        self.calls.append(args)
+        return "a response generator"
+
+
+def test_a_stream_client_calls_serve_on_a_streaming_handle() -> None:
+    handle = _Handle()
+    client = StreamClient(handle)
+    meta = RequestMeta({"x-request-id": "r"})
+    assert client.stream(Endpoint.RESPONSES, {"model": "m"}, meta) == "a response generator"
+    assert handle.stream_option is True
+    assert handle.calls == [(Endpoint.RESPONSES, {"model": "m"}, meta)]
+    assert client.deployment_name == "llm-m"
 
 
 def test_cancel_closes_the_generator() -> None:
@@ -76,7 +117,7 @@ def test_cancel_closes_the_generator() -> None:
     target = Counter()
 
     async def run() -> None:
-        stream = LocalHandle(target).options(stream=True).count.remote(1000)
+        stream = _stream(target, {"n": 1000})
         assert await stream.__anext__() == "data: 0\n\n"
         stream.cancel()
         for _ in range(5):
@@ -92,7 +133,7 @@ def test_cancel_of_a_finished_stream_is_harmless() -> None:
     target = Counter()
 
     async def run() -> None:
-        stream = LocalHandle(target).options(stream=True).count.remote(2)
+        stream = _stream(target, {"n": 2})
         assert len(await _collect(stream)) == 2
         stream.cancel()
         await asyncio.sleep(0)
@@ -102,7 +143,7 @@ def test_cancel_of_a_finished_stream_is_harmless() -> None:
 
 
 def test_cancel_without_a_running_loop_does_not_raise() -> None:
-    stream = LocalHandle(Counter()).options(stream=True).count.remote(2)
+    stream = _stream(Counter(), {"n": 2})
     stream.cancel()  # e.g. from a finalizer after the loop is gone
 
 
@@ -113,6 +154,9 @@ class SlowClose:
     def __init__(self) -> None:
         self.ended: list[str] = []
         self.pending = None
+
+    def respond(self, endpoint: Endpoint, body: dict, meta: RequestMeta):
+        return self.count(body["n"])
 
     async def count(self, n: int):
         try:
@@ -132,7 +176,7 @@ def test_cancel_finishes_closing_even_if_nothing_else_holds_the_task() -> None:
     target = SlowClose()
 
     async def run() -> None:
-        stream = LocalHandle(target).options(stream=True).count.remote(1000)
+        stream = _stream(target, {"n": 1000})
         await stream.__anext__()
         stream.cancel()
         del stream
