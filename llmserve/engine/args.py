@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmserve.builder.placement import cpu_threads_bind
+from llmserve.engine.cpu import cpu_threads_bind
 from llmserve.engine.device import resolve_device
 from llmserve.models import resolve_source
 
