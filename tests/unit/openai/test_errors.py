@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import time
 
+import httpx
+import openai
 import pytest
 from pydantic import ValidationError
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -15,6 +18,7 @@ from llmserve.openai.errors import (
     overloaded,
     status_of,
     timed_out,
+    unavailable,
     validation_error_body,
 )
 
@@ -56,28 +60,82 @@ def test_other_statuses_fall_back_to_the_http_phrase() -> None:
     assert APIError(505, "old").body()["error"]["type"] == "HTTP Version Not Supported"
 
 
-def test_429_is_a_rate_limit_error_that_the_openai_sdk_retries() -> None:
-    import httpx
-    import openai
+class _Server:
+    """An httpx transport that answers with ``errors`` (our bodies, with Retry-After),
+    then with a chat completion; it counts the calls and when they came."""
 
-    body = overloaded("m").body()
-    assert status_of(body) == 429
-    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
-    response = httpx.Response(429, json=body, headers={"Retry-After": "3"}, request=request)
-    client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1/v1")
-    err = client._make_status_error_from_response(response)
-    assert isinstance(err, openai.RateLimitError)
-    assert err.code == "rate_limit_exceeded"
-    assert client._should_retry(response)
-    # The SDK waits what Retry-After says (it caps waits at 60 s).
-    assert (
-        client._calculate_retry_timeout(
-            2,
-            openai._models.FinalRequestOptions(method="post", url="/chat/completions"),
-            response.headers,
+    COMPLETION = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+    def __init__(self, *errors: APIError, retry_after: str = "1"):
+        self.errors = list(errors)
+        self.retry_after = retry_after
+        self.calls: list[float] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= len(self.errors):
+            err = self.errors[len(self.calls) - 1]
+            headers = {"Retry-After": self.retry_after}
+            return httpx.Response(err.status, json=err.body(), headers=headers)
+        return httpx.Response(200, json=self.COMPLETION)
+
+    def client(self, max_retries: int) -> openai.OpenAI:
+        return openai.OpenAI(
+            api_key="x",
+            base_url="http://llmserve.test/v1",
+            max_retries=max_retries,
+            timeout=5,
+            http_client=httpx.Client(transport=httpx.MockTransport(self)),
         )
-        == 3
-    )
+
+
+def _chat(client: openai.OpenAI):
+    return client.chat.completions.create(model="m", messages=MESSAGES)
+
+
+@pytest.mark.parametrize(
+    ("err", "sdk_error"),
+    [(overloaded("m"), openai.RateLimitError), (unavailable("m"), openai.InternalServerError)],
+    ids=["429", "503"],
+)
+def test_the_openai_sdk_raises_its_own_error_for_ours(err: APIError, sdk_error) -> None:
+    server = _Server(err)
+    with pytest.raises(sdk_error) as raised:
+        _chat(server.client(max_retries=0))
+    assert raised.value.status_code == err.status
+    assert raised.value.body == err.body()["error"]
+    assert len(server.calls) == 1
+    if err.status == 429:
+        assert raised.value.code == "rate_limit_exceeded"
+
+
+@pytest.mark.parametrize("err", [overloaded("m"), unavailable("m")], ids=["429", "503"])
+def test_the_openai_sdk_retries_after_the_time_in_retry_after(err: APIError) -> None:
+    # Retry-After: 1 s; without it the SDK's first backoff is at most 0.5 s.
+    server = _Server(err, retry_after="1")
+    answer = _chat(server.client(max_retries=1))
+    assert answer.choices[0].message.content == "hi"
+    assert len(server.calls) == 2
+    assert 1.0 <= server.calls[1] - server.calls[0] < 3.0
+
+
+def test_the_openai_sdk_gives_up_after_max_retries() -> None:
+    server = _Server(overloaded("m"), overloaded("m"), overloaded("m"), retry_after="1")
+    with pytest.raises(openai.RateLimitError):
+        _chat(server.client(max_retries=1))
+    assert len(server.calls) == 2
 
 
 def test_a_timeout_is_504() -> None:
