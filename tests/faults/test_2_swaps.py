@@ -83,7 +83,7 @@ def test_swaps_keep_serving_the_models_that_stay(
     fault_app.wait_whole({"ingress": 1, "llm-pair": 2})
     config = copy.deepcopy(fault_app.config)
     pair = next(m for m in config["models"] if m["id"] == "pair")
-    # Explicit, as the README advises for models whose replica count changes: the
+    # Explicit, as docs/operations.md advises for models whose replica count changes: the
     # default follows the count (on above 1), and the ingress's arguments with it.
     pair["resume_streams"] = True
     steps = []
