@@ -1,9 +1,9 @@
 """App builder: one validated config -> one Ray Serve application.
 
-Every model, and every RAG stage, is its own deployment with its own
-replica settings. The ingress gets one ``Route`` per served id, built here
-(``ingress/routes.py``), so a redeploy of a changed config rebuilds its
-routing from that config.
+Every model (but the fused one, which runs inside the ingress), and every
+RAG stage, is its own deployment with its own replica settings. The ingress
+gets one ``Route`` per served id, built here (``ingress/routes.py``), so a
+redeploy of a changed config rebuilds its routing from that config.
 
 The call graph is a DAG: the ingress calls deployments, and no deployment
 ever calls back up. A fused model runs inside the ingress, so the pipelines

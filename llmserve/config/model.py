@@ -67,7 +67,7 @@ class EngineConfig(BaseModel):
 
 
 class ModelConfig(EngineConfig):
-    """A generative LLM: /v1/chat/completions, /v1/completions, /tokenize and /detokenize."""
+    """A generative LLM: chat and text completions, Responses, tokenize and detokenize."""
 
     model_config = ConfigDict(extra="forbid")
 

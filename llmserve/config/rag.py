@@ -157,7 +157,9 @@ class PipelineConfig(BaseModel):
     top_n: int = Field(4, gt=0, description="Chunks kept (after reranking) for the prompt.")
     max_top_n: int = Field(20, gt=0, description="Largest top_n a request may ask for.")
     min_score: float | None = Field(
-        None, description="Drop chunks scoring below this; null keeps all top_n."
+        None,
+        description="Drop chunks whose reranker score is below this (no reranker: unused); "
+        "null keeps all top_n.",
     )
     generator: str = Field(..., description="id of the model that writes the answer.")
     system_prompt: str = Field(

@@ -39,7 +39,7 @@ UNSUPPORTED_SERVING_OPTIONS: dict[str, str] = {
     "ssl_ciphers": _TLS,
     "enable_ssl_refresh": _TLS,
     "lora_modules": "set LoRA adapters in the model's lora block, which the ingress routes",
-    "tool_server": "llmserve does not serve the Responses API that uses it",
+    "tool_server": "llmserve serves the Responses API without vLLM's tool servers",
     "tokens_only": _NOT_SERVED,
     "enable_scale_out": _NOT_SERVED,
     "enable_tokenizer_info_endpoint": _NOT_SERVED,

@@ -1,7 +1,8 @@
 """The ingress's FastAPI app: one POST route per endpoint some route answers, plus
 ``/health``, ``/v1/models`` and ``/metrics``.
 
-It never parses or re-encodes a token chunk: the servers yield vLLM's SSE
+It never parses or re-encodes a token chunk (except those of a stream it can
+resume on another replica, ``resume.py``): the servers yield vLLM's SSE
 events and they go to the client as bytes (``call.py``).
 """
 

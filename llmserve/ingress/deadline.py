@@ -2,7 +2,7 @@
 
 ``asyncio.timeout_at`` around each wait for the next chunk arms and cancels a
 timer per chunk: at 32 concurrent streams that was 5 % of the ingress's
-Python time (py-spy, see README "Performance"). ``StreamDeadline`` arms one
+Python time (py-spy, see docs/performance.md). ``StreamDeadline`` arms one
 timer for the whole stream and keeps asyncio's timeout semantics for the
 waits: a wait cut by the deadline raises ``TimeoutError``; a cancellation
 from elsewhere (the client left) stays a ``CancelledError``.

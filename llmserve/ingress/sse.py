@@ -3,7 +3,7 @@
 sse-starlette 3.7 sends every chunk inside ``anyio.move_on_after(send_timeout)``,
 even when there is no send timeout. That scope (and anyio's lookup of the
 running async library behind it) was 8 % of the ingress's Python time at 32
-concurrent streams (py-spy, see README "Performance"). Without a send timeout
+concurrent streams (py-spy, see docs/performance.md). Without a send timeout
 it does nothing, so ``_send_with_timeout`` sends directly then. The ping task,
 the disconnect listener and the shutdown handling are sse-starlette's own.
 """

@@ -95,7 +95,7 @@ class LLMServer:
         """Serve's user_config: the LoRA adapters to serve, ``{"lora_adapters": {id: path}}``.
 
         A redeploy that only changes a model's adapters keeps its replicas (see
-        ``deployments/versions.py``) and calls this on each: adapters are loaded
+        ``builder/versions.py``) and calls this on each: adapters are loaded
         into and dropped from the running engine, which is not restarted."""
         from vllm.entrypoints.serve.lora.protocol import (
             LoadLoRAAdapterRequest,

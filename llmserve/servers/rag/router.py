@@ -7,7 +7,7 @@ budget, and streams the generator deployment's answer back through the same
 handle protocol as the LLM server (see llm_server.py). For chat, only the
 first SSE event is rewritten, to carry ``sources`` and the stage timings; the
 rest pass through untouched. Responses events are rewritten as
-rag_responses.py describes.
+responses.py (next to this module) describes.
 
 A stage that is overloaded or down makes the whole request a 429 or 503
 (retrying is safe: nothing was generated); the generation stream is closed
