@@ -119,7 +119,7 @@ class Target:
     levels: tuple[int, ...] | None = None  # None: every level run
 
 
-# /work/shared/PERFORMANCE.md, "Targets".
+# docs/performance.md, "Targets".
 TARGETS = (
     Target("CPU per output token vs bare", "cpu_ratio", 1.10, "×", levels=(8, 32)),
     Target("output throughput vs bare", "throughput_ratio", 0.95, "×", False, (1, 8, 32)),

@@ -321,8 +321,8 @@ def vllm_bench(
         argv += ["--header", f"Authorization=Bearer {server.api_key}"]
     args = parser.parse_args(argv)
     # The benchmark re-tokenizes prompts through the server's /tokenize when
-    # present. llmserve has no such route, so skip it for both systems: the
-    # seeded prompts are then byte-identical, which a comparison needs.
+    # present. Skip it for both systems: the seeded prompts are then
+    # byte-identical, which a comparison needs.
     original_align = vllm_serve._align_prompts_to_server_tokenizer
 
     async def keep_prompts(base_url, model_id, input_requests, ssl_context=None):
