@@ -11,6 +11,7 @@ is the chunk id, ``filename`` the source, ``attributes`` the title and the
 When streaming, the item is announced right after ``response.in_progress``;
 every later event's ``output_index`` moves up by one and ``sequence_number``
 is renumbered, so the stream stays consistent for SDKs that check either.
+Unlike chat, every streamed event is rewritten.
 """
 
 from __future__ import annotations
@@ -20,9 +21,39 @@ from typing import Any
 
 from llmserve.openai import sse
 from llmserve.openai.errors import APIError
+from llmserve.servers.protocol import Answer, Body
+from llmserve.servers.rag.query import Question, split_query
+from llmserve.servers.rag.shaper import Grounding, StreamEncoder
 
 ROLES = ("user", "assistant", "system", "developer")
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+class ResponsesShaper:
+    """``shaper.Shaper`` for the Responses API."""
+
+    def decode(self, body: Body) -> Question:
+        return split_query(input_messages(body), "input")
+
+    def generate_body(self, body: Body, model: str, messages: list[dict[str, Any]]) -> Body:
+        # The instructions are the prompt's first message now.
+        generate = {k: v for k, v in body.items() if k not in ("rag", "instructions")}
+        generate.update(model=model, input=messages)
+        return generate
+
+    def encode_answer(self, answer: Answer, grounding: Grounding) -> Answer:
+        return with_sources(answer, _search_item(grounding), grounding.fields())
+
+    def encode_stream(self, grounding: Grounding) -> StreamEncoder:
+        rewrite = SourcesInStream(_search_item(grounding), grounding.fields())
+        return StreamEncoder(first=rewrite, later=rewrite)
+
+
+def _search_item(grounding: Grounding) -> dict[str, Any] | None:
+    """The ``file_search_call`` item, unless the request asked for no sources."""
+    if grounding.sources is None:
+        return None
+    return file_search_item(grounding.query, grounding.sources)
 
 
 def input_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -48,6 +79,7 @@ def _is_message(item: Any) -> bool:
 
 
 def file_search_item(query: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The retrieval as OpenAI reports its own file search: one output item."""
     return {
         "id": f"fs_{uuid.uuid4().hex}",
         "type": "file_search_call",

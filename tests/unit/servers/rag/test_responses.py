@@ -1,15 +1,18 @@
-"""A RAG pipeline's Responses answer, checked against the OpenAI SDK's own types."""
+"""A RAG pipeline's Responses shaper; its answers checked against the OpenAI SDK's own types."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseFileSearchToolCall, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from llmserve.openai.errors import APIError
 from llmserve.servers.rag import responses as rag_responses
+from llmserve.servers.rag.query import Question
+from llmserve.servers.rag.shaper import Grounding
 
 SOURCES = [
     {
@@ -22,7 +25,8 @@ SOURCES = [
     },
     {"id": 2, "source": "docs/b.md", "title": "B", "chunk_id": "b#3", "text": "beta", "score": 0.5},
 ]
-EXTRA = {"rag": {"pipeline": "rag", "timings_ms": {"retrieve": 1.0}}, "sources": SOURCES}
+RAG: dict[str, Any] = {"pipeline": "rag", "timings_ms": {"retrieve": 1.0}}
+EXTRA = {"rag": RAG, "sources": SOURCES}
 
 
 def _response(status: str, output: list) -> dict:
@@ -48,7 +52,7 @@ MESSAGE = {
 }
 
 
-def _event(kind: str, sequence_number: int, **fields) -> str:
+def _event(kind: str, sequence_number: int, **fields: Any) -> str:
     payload = {"type": kind, "sequence_number": sequence_number, **fields}
     return f"event: {kind}\ndata: {json.dumps(payload)}\n\n"
 
@@ -58,7 +62,7 @@ def _generator_stream() -> list[str]:
     started = _response("in_progress", [])
     part = {"type": "output_text", "text": "", "annotations": []}
     text = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
-    kinds = [
+    kinds: list[tuple[str, dict[str, Any]]] = [
         ("response.created", {"response": started}),
         ("response.in_progress", {"response": started}),
         ("response.output_item.added", {"output_index": 0, "item": {**MESSAGE, "content": []}}),
@@ -73,7 +77,7 @@ def _generator_stream() -> list[str]:
     return [_event(kind, i, **fields) for i, (kind, fields) in enumerate(kinds)]
 
 
-def _rewritten(item) -> list:
+def _rewritten(item: dict[str, Any] | None) -> list[Any]:
     rewrite = rag_responses.SourcesInStream(item, EXTRA)
     written = [out for event in _generator_stream() for out in rewrite(event)]
     events = TypeAdapter(ResponseStreamEvent)
@@ -103,7 +107,7 @@ def test_a_streamed_answer_announces_the_search_first_and_stays_consistent() -> 
     assert [o.type for o in final.output] == ["file_search_call", "message"]
     assert final.output_text == "Hi [1]"
     assert final.model_extra["sources"] == SOURCES
-    assert events[0].response.model_extra["rag"] == EXTRA["rag"]
+    assert events[0].response.model_extra["rag"] == RAG
 
 
 def test_without_sources_only_the_extra_fields_are_added() -> None:
@@ -118,11 +122,12 @@ def test_a_whole_answer_puts_the_search_before_the_message() -> None:
     answer = rag_responses.with_sources(_response("completed", [MESSAGE]), item, EXTRA)
     response = Response.model_validate(answer)
     search, message = response.output
+    assert isinstance(search, ResponseFileSearchToolCall) and search.results is not None
     assert search.queries == ["what is a?"]
-    assert [(r.filename, r.score, r.attributes["source_number"]) for r in search.results] == [
-        ("docs/a.md", 0.9, 1),
-        ("docs/b.md", 0.5, 2),
-    ]
+    numbers = [(r.attributes or {}).get("source_number") for r in search.results]
+    scored = [(r.filename, r.score) for r in search.results]
+    assert scored == [("docs/a.md", 0.9), ("docs/b.md", 0.5)]
+    assert numbers == [1, 2]
     assert message.id == "msg_1"
 
 
@@ -147,8 +152,47 @@ def test_instructions_and_input_become_chat_messages() -> None:
         {"input": "hi", "instructions": ["no"]},
     ],
 )
-def test_input_a_pipeline_cannot_search_is_400(body) -> None:
+def test_input_a_pipeline_cannot_search_is_400(body: dict[str, Any]) -> None:
     with pytest.raises(APIError) as err:
         rag_responses.input_messages(body)
     assert err.value.status == 400
     assert err.value.param in ("input", "instructions")
+
+
+SHAPER = rag_responses.ResponsesShaper()
+
+
+def test_decode_takes_the_question_from_input_after_the_instructions() -> None:
+    body = {"input": "what is a?", "instructions": "be brief"}
+    assert SHAPER.decode(body) == Question(
+        "what is a?", [{"role": "system", "content": "be brief"}]
+    )
+
+
+def test_the_generator_gets_the_prompt_as_input_and_no_instructions() -> None:
+    body = {"model": "rag", "input": "q", "instructions": "be brief", "rag": {}, "stream": True}
+    prompt = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
+    assert SHAPER.generate_body(body, "gen", prompt) == {
+        "model": "gen",
+        "input": prompt,
+        "stream": True,
+    }
+    assert body["instructions"] == "be brief"  # the client's body is kept
+
+
+def test_the_shaper_adds_the_search_unless_no_sources_were_asked_for() -> None:
+    answer = _response("completed", [MESSAGE])
+    grounded = SHAPER.encode_answer(answer, Grounding("what is a?", SOURCES, RAG))
+    assert [o["type"] for o in grounded["output"]] == ["file_search_call", "message"]
+    assert grounded["sources"] == SOURCES and grounded["rag"] == RAG
+    silent = SHAPER.encode_answer(answer, Grounding("what is a?", None, RAG))
+    assert silent == {**answer, "rag": RAG}
+
+
+def test_a_streams_first_and_later_events_are_numbered_as_one_stream() -> None:
+    encoder = SHAPER.encode_stream(Grounding("what is a?", SOURCES, RAG))
+    first, *rest = _generator_stream()
+    assert encoder.later is not None
+    written = encoder.first(first) + [out for event in rest for out in encoder.later(event)]
+    numbers = [json.loads(event.split("data: ", 1)[1])["sequence_number"] for event in written]
+    assert numbers == list(range(len(_generator_stream()) + 2))
