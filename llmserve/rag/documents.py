@@ -15,9 +15,10 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from llmserve.rag.html import html_to_text
 
 #: File suffixes this module knows how to read.
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".jsonl")
@@ -142,7 +143,10 @@ def load_file(path: str | os.PathLike[str], source: str | None = None) -> list[D
     if suffix == ".txt":
         return [Document(source=source, title=path.stem, text=raw)]
     if suffix in (".html", ".htm"):
-        title, text = html_to_text(raw)
+        try:
+            title, text = html_to_text(raw)
+        except ValueError as exc:
+            raise DocumentLoadError(f"{path}: {exc}") from exc
         return [Document(source=source, title=title or path.stem, text=text)]
     if suffix == ".jsonl":
         return list(_jsonl_documents(raw, path, source))
@@ -200,79 +204,3 @@ def _jsonl_documents(raw: str, path: Path, source: str) -> Iterator[Document]:
             metadata=metadata,
             file=source,
         )
-
-
-# Elements whose content is never readable text.
-_HTML_SKIP = {"script", "style", "noscript", "template"}
-# Elements that start a new line of text when rendered.
-_HTML_BLOCK = {
-    "p", "div", "section", "article", "header", "footer", "main", "nav", "aside",
-    "br", "hr", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "td", "th",
-    "pre", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "title", "figure",
-}  # fmt: skip
-
-
-class _TextExtractor(HTMLParser):
-    """Collects visible text, the <title> and the first <h1> of an HTML page."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self.h1 = ""
-        self._in_title = False
-        self._h1_state = "before"  # before -> inside -> done: only the first <h1> counts
-        self._skip_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _HTML_SKIP:
-            self._skip_depth += 1
-        elif tag == "title":
-            self._in_title = True
-        elif tag == "h1" and self._h1_state == "before":
-            self._h1_state = "inside"
-        if tag in _HTML_BLOCK:
-            self.parts.append(_block_break(tag))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _HTML_SKIP and self._skip_depth:
-            self._skip_depth -= 1
-        elif tag == "title":
-            self._in_title = False
-        elif tag == "h1" and self._h1_state == "inside":
-            self._h1_state = "done"
-        if tag in _HTML_BLOCK:
-            self.parts.append(_block_break(tag))
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            # <title> usually sits in <head>: keep it as the title, not as body text.
-            self.title += data
-            return
-        if self._skip_depth:
-            return
-        if self._h1_state == "inside":
-            self.h1 += data
-        self.parts.append(data)
-
-
-def _block_break(tag: str) -> str:
-    """Paragraph-like elements become blank lines, other blocks plain line breaks."""
-    return "\n\n" if tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table") else "\n"
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """Strip tags from an HTML page; returns ``(title, text)``.
-
-    The title is the <title> element, else the first <h1>. Whitespace is
-    collapsed within lines and blank lines are kept as paragraph breaks, so the
-    chunker can still prefer paragraph boundaries.
-    """
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    title = " ".join(parser.title.split()) or " ".join(parser.h1.split())
-    return title, text

@@ -9,7 +9,6 @@ import pytest
 from llmserve.rag.documents import (
     DocumentLoadError,
     discover_files,
-    html_to_text,
     load_documents,
     load_file,
 )
@@ -89,13 +88,6 @@ def test_html_tags_scripts_and_styles_are_stripped(corpus):
 
     assert doc.title == "The Page"
     assert doc.text == "Heading\n\nFirst & foremost.\n\nSecond paragraph."
-
-
-def test_html_title_falls_back_to_first_h1():
-    title, text = html_to_text("<h1>Main <em>topic</em></h1><h1>Other</h1><p>Body</p>")
-
-    assert title == "Main topic"
-    assert "Body" in text
 
 
 def test_jsonl_documents_with_metadata(corpus):
