@@ -140,6 +140,7 @@ def index_through_handle(config: AppConfig, retriever_id: str) -> int:
             chunk_overlap_tokens=retriever.corpus.chunk_overlap_tokens,
             progress=False,
             batch_size=16,
+            max_file_bytes=retriever.corpus.max_file_bytes,
         )
     )
     return report.chunks_written

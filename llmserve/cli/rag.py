@@ -80,6 +80,7 @@ async def index_retrievers(config: AppConfig, retriever_ids: list[str]) -> list[
                     chunk_overlap_tokens=retriever.corpus.chunk_overlap_tokens,
                     metadata_fields=retriever.corpus.metadata_fields,
                     embedder_id=embedder.source,
+                    max_file_bytes=retriever.corpus.max_file_bytes,
                 )
                 reports.append(f"{retriever.id}: {report.summary()}")
         finally:

@@ -100,6 +100,15 @@ class CorpusConfig(BaseModel):
         default_factory=list,
         description="User metadata keys (e.g. from .jsonl lines) stored as filterable columns.",
     )
+    # Same default as llmserve.rag.documents.DEFAULT_MAX_FILE_BYTES (not imported
+    # here: llmserve.rag pulls in pyarrow, which most config use never needs).
+    max_file_bytes: int = Field(
+        10 * 1024 * 1024,
+        gt=0,
+        description="Largest corpus file indexed, in bytes; a bigger one is skipped and "
+        "reported. Indexing reads and parses a whole file in memory, so this bounds what one "
+        "file can cost.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CorpusConfig:

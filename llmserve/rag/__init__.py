@@ -4,14 +4,14 @@ Plain modules with no Ray dependency; the Serve deployments wrap them.
 """
 
 from llmserve.rag.chunking import Chunk, chunk_document, chunk_documents, embedding_text
-from llmserve.rag.documents import (
-    Document,
-    DocumentLoadError,
+from llmserve.rag.discovery import (
+    CorpusFiles,
+    SkippedFile,
     SourceFile,
     discover_files,
     load_documents,
-    load_file,
 )
+from llmserve.rag.documents import Document, DocumentLoadError, load_file
 from llmserve.rag.indexer import IndexReport, build_index
 from llmserve.rag.prompt import build_messages, format_context
 from llmserve.rag.store import (
@@ -27,12 +27,14 @@ __all__ = [
     "SEARCH_MODES",
     "Chunk",
     "ChunkStore",
+    "CorpusFiles",
     "Document",
     "DocumentLoadError",
     "Hit",
     "IndexNotBuilt",
     "IndexReport",
     "InvalidFilter",
+    "SkippedFile",
     "SourceFile",
     "UnknownFilterField",
     "build_index",

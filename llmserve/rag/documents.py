@@ -1,23 +1,23 @@
-"""Load corpus documents from Markdown, text, HTML and JSON Lines files.
+"""Read corpus files: Markdown, text, HTML and JSON Lines into :class:`Document` objects.
 
-A corpus is declared as a list of paths, each a file, a directory (searched
-recursively) or a glob. Every matched file gets a *source*: its path relative to
-the parent of the declared root (``docs/guide.md`` for ``/abs/docs``). Sources
-stay the same wherever the tree is checked out, which is what keeps incremental
-indexing and chunk ids stable.
+Finding the files (folders, globs, links, size checks) is :mod:`llmserve.rag.discovery`.
+Reading is bounded (at most ``max_bytes`` per file, never blocking on a FIFO), and
+error messages name a file by its *source*, the relative name it is indexed under,
+not by its absolute path on the server.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from llmserve.rag.html import html_to_text
 
 #: File suffixes this module knows how to read.
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".jsonl")
@@ -25,9 +25,13 @@ SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".jsonl")
 #: Keys of a JSON Lines record that are not user metadata.
 JSONL_RESERVED_KEYS = ("text", "title", "id")
 
+#: Largest corpus file read unless the caller says otherwise. ``corpus.max_file_bytes``
+#: has the same default (the config does not import llmserve.rag, which pulls in pyarrow).
+DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
+
 
 class DocumentLoadError(ValueError):
-    """A corpus file could not be read or parsed (names the file and line)."""
+    """A corpus file could not be read or parsed (names the file's source and line)."""
 
 
 @dataclass(frozen=True)
@@ -50,103 +54,77 @@ class Document:
             object.__setattr__(self, "file", self.source)
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """A corpus file found on disk, with the stable source name it is indexed under."""
+def read_file_bytes(
+    path: str | os.PathLike[str], name: str, max_bytes: int, *, follow_symlinks: bool = True
+) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; ``name`` is used in errors.
 
-    path: Path
-    source: str
-
-
-def discover_files(paths: Iterable[str | os.PathLike[str]]) -> list[SourceFile]:
-    """Expand files, directories and globs into supported corpus files.
-
-    Unsupported suffixes inside directories and globs are skipped; a file named
-    explicitly with an unsupported suffix is an error, since it is surely a
-    configuration mistake. A path that matches nothing is an error too.
-    Results are sorted by source and deduplicated (first declaration wins).
+    With ``follow_symlinks=False`` a link is refused: discovery passes the real
+    path it checked, so a link there means the file was swapped after the check.
     """
-    found: dict[str, SourceFile] = {}
-    seen_paths: set[Path] = set()
-    for spec in paths:
-        for file_path, root in _expand(str(spec)):
-            resolved = file_path.resolve()
-            if resolved in seen_paths:
-                continue
-            seen_paths.add(resolved)
-            source = file_path.relative_to(root.parent).as_posix()
-            found.setdefault(source, SourceFile(path=file_path, source=source))
-    return [found[key] for key in sorted(found)]
+    flags = os.O_RDONLY | os.O_NONBLOCK  # O_NONBLOCK: opening a FIFO must not wait for a writer
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise DocumentLoadError(f"{name}: cannot read file: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DocumentLoadError(f"{name}: not a regular file")
+        if info.st_size > max_bytes:
+            raise DocumentLoadError(f"{name}: {oversize_message(info.st_size, max_bytes)}")
+        try:
+            data = handle.read(max_bytes + 1)  # + 1: a file that grew since fstat shows it
+        except OSError as exc:
+            raise DocumentLoadError(f"{name}: cannot read file: {exc.strerror}") from exc
+    if len(data) > max_bytes:
+        raise DocumentLoadError(f"{name}: {oversize_message(len(data), max_bytes)}")
+    return data
 
 
-def _expand(spec: str) -> Iterator[tuple[Path, Path]]:
-    """Yield ``(file, root)`` pairs for one path spec; ``root`` anchors the source name."""
-    path = Path(spec).expanduser()
-    if glob.has_magic(spec):
-        root = _glob_root(path)
-        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        files = [p for p in matches if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
-        if not files:
-            raise DocumentLoadError(f"corpus glob {spec!r} matched no supported files")
-        for file_path in files:
-            yield file_path, root
-    elif path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-        )
-        for file_path in files:
-            # Hidden folders (.git, .ipynb_checkpoints) are never corpus content.
-            if any(part.startswith(".") for part in file_path.relative_to(path).parts):
-                continue
-            yield file_path, path
-    elif path.is_file():
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise DocumentLoadError(
-                f"{spec}: unsupported file type {path.suffix!r} "
-                f"(supported: {', '.join(SUPPORTED_SUFFIXES)})"
-            )
-        yield path, path.parent
-    else:
-        raise DocumentLoadError(f"corpus path {spec!r} does not exist")
+def oversize_message(size: int, max_bytes: int) -> str:
+    """Why a file of ``size`` bytes is not read (shared with discovery's stat check)."""
+    return f"{size} bytes, more than max_file_bytes ({max_bytes})"
 
 
-def _glob_root(pattern: Path) -> Path:
-    """The longest leading part of a glob pattern without wildcards."""
-    parts: list[str] = []
-    for part in pattern.parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
-
-
-def load_documents(paths: Iterable[str | os.PathLike[str]]) -> list[Document]:
-    """Load every document under ``paths`` (see :func:`discover_files`)."""
-    documents: list[Document] = []
-    for source_file in discover_files(paths):
-        documents.extend(load_file(source_file.path, source_file.source))
-    return documents
-
-
-def load_file(path: str | os.PathLike[str], source: str | None = None) -> list[Document]:
+def load_file(
+    path: str | os.PathLike[str],
+    source: str | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> list[Document]:
     """Load the document(s) in one file; ``source`` defaults to the file name."""
     path = Path(path)
     source = source or path.name
+    return parse_documents(read_file_bytes(path, source, max_bytes), path, source)
+
+
+def parse_documents(data: bytes, path: Path, source: str) -> list[Document]:
+    """The document(s) in a file's bytes; ``path`` gives the type (suffix) and default title."""
     suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentLoadError(f"{source}: unsupported file type {suffix!r}")
     try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DocumentLoadError(f"{path}: cannot read file: {exc}") from exc
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentLoadError(
+            f"{source}: not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from exc
+    # Universal newlines, as text-mode reading did before files were read as bytes.
+    raw = raw.replace("\r\n", "\n").replace("\r", "\n")
     if suffix in (".md", ".markdown"):
         return [Document(source=source, title=_markdown_title(raw) or path.stem, text=raw)]
     if suffix == ".txt":
         return [Document(source=source, title=path.stem, text=raw)]
     if suffix in (".html", ".htm"):
-        title, text = html_to_text(raw)
+        try:
+            title, text = html_to_text(raw)
+        except ValueError as exc:
+            raise DocumentLoadError(f"{source}: {exc}") from exc
         return [Document(source=source, title=title or path.stem, text=text)]
-    if suffix == ".jsonl":
-        return list(_jsonl_documents(raw, path, source))
-    raise DocumentLoadError(f"{path}: unsupported file type {suffix!r}")
+    return list(_jsonl_documents(raw, path, source))
 
 
 _MD_HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
@@ -170,7 +148,7 @@ def _jsonl_documents(raw: str, path: Path, source: str) -> Iterator[Document]:
     for line_no, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"{path}:{line_no}"
+        where = f"{source}:{line_no}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -200,79 +178,3 @@ def _jsonl_documents(raw: str, path: Path, source: str) -> Iterator[Document]:
             metadata=metadata,
             file=source,
         )
-
-
-# Elements whose content is never readable text.
-_HTML_SKIP = {"script", "style", "noscript", "template"}
-# Elements that start a new line of text when rendered.
-_HTML_BLOCK = {
-    "p", "div", "section", "article", "header", "footer", "main", "nav", "aside",
-    "br", "hr", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "td", "th",
-    "pre", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "title", "figure",
-}  # fmt: skip
-
-
-class _TextExtractor(HTMLParser):
-    """Collects visible text, the <title> and the first <h1> of an HTML page."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self.h1 = ""
-        self._in_title = False
-        self._h1_state = "before"  # before -> inside -> done: only the first <h1> counts
-        self._skip_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _HTML_SKIP:
-            self._skip_depth += 1
-        elif tag == "title":
-            self._in_title = True
-        elif tag == "h1" and self._h1_state == "before":
-            self._h1_state = "inside"
-        if tag in _HTML_BLOCK:
-            self.parts.append(_block_break(tag))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _HTML_SKIP and self._skip_depth:
-            self._skip_depth -= 1
-        elif tag == "title":
-            self._in_title = False
-        elif tag == "h1" and self._h1_state == "inside":
-            self._h1_state = "done"
-        if tag in _HTML_BLOCK:
-            self.parts.append(_block_break(tag))
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            # <title> usually sits in <head>: keep it as the title, not as body text.
-            self.title += data
-            return
-        if self._skip_depth:
-            return
-        if self._h1_state == "inside":
-            self.h1 += data
-        self.parts.append(data)
-
-
-def _block_break(tag: str) -> str:
-    """Paragraph-like elements become blank lines, other blocks plain line breaks."""
-    return "\n\n" if tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table") else "\n"
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """Strip tags from an HTML page; returns ``(title, text)``.
-
-    The title is the <title> element, else the first <h1>. Whitespace is
-    collapsed within lines and blank lines are kept as paragraph breaks, so the
-    chunker can still prefer paragraph boundaries.
-    """
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    title = " ".join(parser.title.split()) or " ".join(parser.h1.split())
-    return title, text

@@ -4,7 +4,8 @@ Each corpus file is fingerprinted (SHA-256 of its bytes plus the chunking
 parameters) in the store's manifest. A run only chunks and embeds files that are
 new or changed, drops the chunks of files that disappeared, and commits nothing
 at all when the corpus is unchanged, so re-running ``llmserve index`` is cheap
-and leaves the table version alone.
+and leaves the table version alone. Files that cannot be indexed are skipped and
+reported, not fatal (see :func:`build_index`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from tqdm.auto import tqdm
 
 from llmserve.rag.chunking import Chunk, OffsetTokenizer, chunk_documents, embedding_text
-from llmserve.rag.documents import SourceFile, discover_files, load_file
+from llmserve.rag.discovery import SkippedFile, SourceFile, discover_files, read_source_file
+from llmserve.rag.documents import DEFAULT_MAX_FILE_BYTES, DocumentLoadError, parse_documents
 from llmserve.rag.store import ChunkStore, FileRecord, validate_metadata_fields
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -26,12 +27,17 @@ EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 @dataclass
 class IndexReport:
-    """What one indexing run did; file lists hold corpus sources, sorted."""
+    """What one indexing run did; file lists hold corpus sources, sorted.
+
+    ``skipped_files`` are the files left out of the index (see
+    :func:`build_index`); they have no rows and no manifest entry.
+    """
 
     added_files: list[str] = field(default_factory=list)
     updated_files: list[str] = field(default_factory=list)
     removed_files: list[str] = field(default_factory=list)
     unchanged_files: list[str] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)
     chunks_written: int = 0
     chunks_embedded: int = 0
     table_version: int | None = None
@@ -42,12 +48,16 @@ class IndexReport:
         return bool(self.added_files or self.updated_files or self.removed_files)
 
     def summary(self) -> str:
-        """One line for CLI output."""
-        return (
+        """CLI output: one line, then one line per skipped file (by source, with the reason)."""
+        line = (
             f"{len(self.added_files)} added, {len(self.updated_files)} updated, "
             f"{len(self.removed_files)} removed, {len(self.unchanged_files)} unchanged files; "
             f"{self.chunks_written} chunks written ({self.chunks_embedded} embedded)"
         )
+        if not self.skipped_files:
+            return line
+        skipped = [f"  skipped {s.message}" for s in self.skipped_files]
+        return "\n".join([f"{line}; {len(self.skipped_files)} files skipped:", *skipped])
 
 
 def chunking_params(
@@ -68,15 +78,6 @@ def chunking_params(
     )
 
 
-def file_sha256(path: Any) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 async def build_index(
     paths: Iterable[str],
     store: ChunkStore,
@@ -89,6 +90,7 @@ async def build_index(
     batch_size: int = 64,
     *,
     embedder_id: str | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> IndexReport:
     """Bring ``store`` in line with the files under ``paths``.
 
@@ -97,6 +99,17 @@ async def build_index(
     switching embedding models re-embeds everything. Chunks of edited files
     whose text did not change keep their stored vectors instead of being
     embedded again.
+
+    One bad file does not stop the run: a file that discovery skips (a link
+    leaving the corpus, over ``max_file_bytes``, ...) or that cannot be read or
+    parsed (not UTF-8, a bad JSON line, ...) is listed in the report's
+    ``skipped_files`` and the rest is indexed. A skipped file is never recorded
+    as indexed, so it is retried on the next run. A file indexed before and
+    skipped now loses its chunks and is also listed as removed: the index holds
+    only what the corpus holds now, not a stale copy. What still raises:
+    configuration mistakes from :func:`discover_files` (a path that does not
+    exist, a glob matching nothing, an explicitly named unsupported file), a
+    store declared with other metadata fields, and embedder failures.
     """
     fields = validate_metadata_fields(metadata_fields)
     if store.metadata_fields is None:
@@ -107,8 +120,17 @@ async def build_index(
         )
     params = chunking_params(chunk_tokens, chunk_overlap_tokens, fields, embedder_id)
 
-    files = discover_files(paths)
-    hashes = {f.source: file_sha256(f.path) for f in files}
+    corpus = discover_files(paths, max_file_bytes=max_file_bytes)
+    skipped = {s.source: s for s in corpus.skipped}
+    by_source = {f.source: f for f in corpus.files}
+    hashes: dict[str, str] = {}
+    for source_file in corpus.files:
+        try:
+            data = read_source_file(source_file, max_file_bytes)
+        except DocumentLoadError as exc:
+            skipped[source_file.source] = SkippedFile(source_file.source, str(exc))
+        else:
+            hashes[source_file.source] = hashlib.sha256(data).hexdigest()
     table_exists = store.exists()
     manifest = store.read_manifest() if table_exists else None
     report = IndexReport()
@@ -116,8 +138,7 @@ async def build_index(
         # No usable manifest: index everything, and clear rows of files we
         # can no longer account for.
         report.added_files = sorted(hashes)
-        stale = store.indexed_files() if table_exists else set()
-        report.removed_files = sorted(stale - set(hashes))
+        indexed = store.indexed_files() if table_exists else set()
         manifest = {}
     else:
         for source, sha in sorted(hashes.items()):
@@ -128,21 +149,35 @@ async def build_index(
                 report.updated_files.append(source)
             else:
                 report.unchanged_files.append(source)
-        report.removed_files = sorted(set(manifest) - set(hashes))
+        indexed = set(manifest)
+    report.removed_files = sorted(indexed - set(hashes))
 
+    def load(sources: list[str]) -> list[Chunk]:
+        """Chunks of ``sources``; the ones that fail to load become skipped (and removed)."""
+        loaded = _load_chunks([by_source[s] for s in sources], tokenizer, chunk_tokens,
+                              chunk_overlap_tokens, max_file_bytes, progress)  # fmt: skip
+        # The manifest records the bytes actually chunked, should a file change meanwhile.
+        hashes.update(loaded.hashes)
+        for failed in loaded.failed:
+            skipped[failed.source] = failed
+            del hashes[failed.source]
+            for listed in (report.added_files, report.updated_files):
+                if failed.source in listed:
+                    listed.remove(failed.source)
+            if failed.source in indexed:
+                report.removed_files = sorted({*report.removed_files, failed.source})
+        return loaded.chunks
+
+    chunks = load(report.added_files + report.updated_files)
+    report.skipped_files = [skipped[s] for s in sorted(skipped)]
     if not report.changed and table_exists:
         report.table_version = store.version
         return report
 
-    by_source = {f.source: f for f in files}
-    to_index = report.added_files + report.updated_files
     # Vectors can be reused only for files indexed with the same parameters
     # (same embedder): their unchanged chunks have identical embedding input.
     reusable = [s for s in report.updated_files if manifest[s].params == params]
     known_vectors = store.vectors_by_hash(reusable) if reusable else {}
-
-    chunks = _chunk_files([by_source[s] for s in to_index], tokenizer, chunk_tokens,
-                          chunk_overlap_tokens, progress)  # fmt: skip
     vectors, embedded = await _embed_chunks(chunks, known_vectors, embed, batch_size, progress)
     report.chunks_embedded = embedded
 
@@ -150,13 +185,13 @@ async def build_index(
     if store.ensure_table(dim) and report.unchanged_files:
         # The table had to be recreated (e.g. a different embedding size):
         # files that looked unchanged have lost their rows too.
-        extra = [by_source[s] for s in report.unchanged_files]
-        more = _chunk_files(extra, tokenizer, chunk_tokens, chunk_overlap_tokens, progress)
+        report.added_files = sorted(report.added_files + report.unchanged_files)
+        extra, report.unchanged_files = report.unchanged_files, []
+        more = load(extra)
+        report.skipped_files = [skipped[s] for s in sorted(skipped)]
         more_vectors, more_embedded = await _embed_chunks(more, {}, embed, batch_size, progress)
         chunks, vectors = chunks + more, vectors + more_vectors
         report.chunks_embedded += more_embedded
-        report.added_files = sorted(report.added_files + report.unchanged_files)
-        report.unchanged_files = []
 
     touched = report.added_files + report.updated_files + report.removed_files
     rows = store.rows_for(chunks, vectors) if chunks else None
@@ -179,18 +214,36 @@ async def build_index(
     return report
 
 
-def _chunk_files(
+@dataclass
+class _Loaded:
+    """Chunks of the files that loaded, the SHA-256 of their bytes, and those that failed."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)
+    failed: list[SkippedFile] = field(default_factory=list)
+
+
+def _load_chunks(
     files: Sequence[SourceFile],
     tokenizer: OffsetTokenizer,
     chunk_tokens: int,
     chunk_overlap_tokens: int,
+    max_file_bytes: int,
     progress: bool,
-) -> list[Chunk]:
-    chunks: list[Chunk] = []
+) -> _Loaded:
+    loaded = _Loaded()
     for source_file in tqdm(files, desc="chunking files", unit="file", disable=not progress):
-        documents = load_file(source_file.path, source_file.source)
-        chunks.extend(chunk_documents(documents, tokenizer, chunk_tokens, chunk_overlap_tokens))
-    return chunks
+        try:
+            data = read_source_file(source_file, max_file_bytes)
+            documents = parse_documents(data, source_file.path, source_file.source)
+        except DocumentLoadError as exc:
+            loaded.failed.append(SkippedFile(source_file.source, str(exc)))
+            continue
+        loaded.hashes[source_file.source] = hashlib.sha256(data).hexdigest()
+        loaded.chunks.extend(
+            chunk_documents(documents, tokenizer, chunk_tokens, chunk_overlap_tokens)
+        )
+    return loaded
 
 
 async def _embed_chunks(

@@ -157,6 +157,21 @@ def test_chunk_overlap_must_be_below_chunk_size(issues, rag_data) -> None:
     }
 
 
+@pytest.mark.parametrize("size", [0, -1])
+def test_max_file_bytes_must_be_positive(issues, rag_data, size: int) -> None:
+    rag_data["retrievers"][0]["corpus"]["max_file_bytes"] = size
+    assert issues(rag_data) == {
+        "retrievers[0].corpus.max_file_bytes": f"Input should be greater than 0 (got {size})"
+    }
+
+
+def test_max_file_bytes_default_is_the_indexers(rag_data) -> None:
+    from llmserve.rag.documents import DEFAULT_MAX_FILE_BYTES
+
+    corpus = validate_config_dict(rag_data).get_retriever("docs").corpus
+    assert corpus.max_file_bytes == DEFAULT_MAX_FILE_BYTES
+
+
 def test_metadata_fields_follow_the_store_rules(issues, rag_data) -> None:
     rag_data["retrievers"][0]["corpus"]["metadata_fields"] = ["year", "text", "bad-name"]
     found = issues(rag_data)

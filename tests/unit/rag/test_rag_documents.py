@@ -1,18 +1,15 @@
-"""Loading corpus files: formats, source names, JSON Lines metadata and errors."""
+"""Reading corpus files: formats, JSON Lines metadata, read limits and errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 
-from llmserve.rag.documents import (
-    DocumentLoadError,
-    discover_files,
-    html_to_text,
-    load_documents,
-    load_file,
-)
+from llmserve.rag.discovery import load_documents
+from llmserve.rag.documents import DocumentLoadError, load_file
 
 pytestmark = pytest.mark.unit
 
@@ -40,31 +37,6 @@ def corpus(tmp_path):
     return root
 
 
-def test_directory_sources_are_relative_to_the_roots_parent(corpus):
-    files = discover_files([str(corpus)])
-
-    assert [f.source for f in files] == [
-        "kb/faq.jsonl",
-        "kb/guides/setup.md",
-        "kb/notes.txt",
-        "kb/page.html",
-    ]
-
-
-def test_glob_and_single_file_specs(corpus):
-    by_glob = discover_files([str(corpus / "**" / "*.md")])
-    single = discover_files([str(corpus / "notes.txt")])
-
-    assert [f.source for f in by_glob] == ["kb/guides/setup.md"]
-    assert [f.source for f in single] == ["kb/notes.txt"]
-
-
-def test_same_file_from_two_specs_is_loaded_once(corpus):
-    files = discover_files([str(corpus), str(corpus / "notes.txt")])
-
-    assert [f.source for f in files].count("kb/notes.txt") == 1
-
-
 def test_markdown_title_is_first_h1_else_stem(tmp_path):
     with_heading = tmp_path / "a.md"
     with_heading.write_text("```\n# not a title\n```\nText\n# Real Title #\n## Sub\n")
@@ -89,13 +61,6 @@ def test_html_tags_scripts_and_styles_are_stripped(corpus):
 
     assert doc.title == "The Page"
     assert doc.text == "Heading\n\nFirst & foremost.\n\nSecond paragraph."
-
-
-def test_html_title_falls_back_to_first_h1():
-    title, text = html_to_text("<h1>Main <em>topic</em></h1><h1>Other</h1><p>Body</p>")
-
-    assert title == "Main topic"
-    assert "Body" in text
 
 
 def test_jsonl_documents_with_metadata(corpus):
@@ -127,7 +92,7 @@ def test_bad_jsonl_lines_name_file_and_line(tmp_path, line, message):
     with pytest.raises(DocumentLoadError) as excinfo:
         load_file(path)
 
-    assert f"{path}:2" in str(excinfo.value)
+    assert str(excinfo.value).startswith("bad.jsonl:2: ")  # the source, not the server path
     assert message in str(excinfo.value)
 
 
@@ -139,12 +104,59 @@ def test_duplicate_jsonl_ids_are_rejected(tmp_path):
         load_file(path)
 
 
-def test_missing_path_and_unsupported_file_are_errors(tmp_path):
+def test_files_that_are_not_utf8_are_errors_naming_the_source(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café".encode("latin-1"))
+
+    with pytest.raises(DocumentLoadError, match=r"^docs/latin1.txt: not UTF-8 text") as excinfo:
+        load_file(path, "docs/latin1.txt")
+
+    assert str(tmp_path) not in str(excinfo.value)
+
+
+def test_reading_stops_at_max_bytes(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("x" * 101)
+
+    with pytest.raises(DocumentLoadError, match=r"101 bytes, more than max_file_bytes \(100\)"):
+        load_file(path, max_bytes=100)
+    path.write_text("x" * 100)
+    assert load_file(path, max_bytes=100)[0].text == "x" * 100
+
+
+def test_windows_line_endings_read_as_newlines(tmp_path):
+    path = tmp_path / "crlf.md"
+    path.write_bytes(b"# Title\r\n\r\nBody\rMore\r\n")
+
+    (doc,) = load_file(path)
+
+    assert doc.text == "# Title\n\nBody\nMore\n"
+    assert doc.title == "Title"
+
+
+def test_unsupported_type_and_missing_file_are_errors_without_server_paths(tmp_path):
     (tmp_path / "data.csv").write_text("a,b\n")
 
-    with pytest.raises(DocumentLoadError, match="does not exist"):
-        discover_files([str(tmp_path / "nope")])
-    with pytest.raises(DocumentLoadError, match="unsupported file type"):
-        discover_files([str(tmp_path / "data.csv")])
-    with pytest.raises(DocumentLoadError, match="matched no supported files"):
-        discover_files([str(tmp_path / "*.md")])
+    with pytest.raises(DocumentLoadError, match=r"^data.csv: unsupported file type '.csv'"):
+        load_file(tmp_path / "data.csv")
+    with pytest.raises(DocumentLoadError, match=r"^gone.md: cannot read file: No such file"):
+        load_file(tmp_path / "gone.md")
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "pipe.txt")
+    errors: list[DocumentLoadError] = []
+
+    def load() -> None:
+        try:
+            load_file(tmp_path / "pipe.txt")
+        except DocumentLoadError as exc:
+            errors.append(exc)
+
+    # A daemon thread, so that a blocking open fails this test instead of stalling the run.
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+
+    assert not worker.is_alive(), "opening a FIFO blocked"
+    assert [str(e) for e in errors] == ["pipe.txt: not a regular file"]

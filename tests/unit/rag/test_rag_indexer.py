@@ -180,3 +180,90 @@ async def test_progress_bars_do_not_break_indexing(corpus, store, minilm_tokeniz
 
     assert report.chunks_written > 0
     assert "embedding batches" in capsys.readouterr().err
+
+
+def add_bad_files(corpus, outside):
+    (corpus / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (corpus / "broken.jsonl").write_text('{"text": "fine"}\n{not json\n')
+    (corpus / "big.md").write_text("# Big\n\n" + paragraph("giants", 200))
+    outside.mkdir()
+    (outside / "credentials").write_text("aws_secret_access_key = hunter2\n")
+    (corpus / "creds.md").symlink_to(outside / "credentials")
+
+
+async def test_bad_files_are_skipped_and_reported_while_the_rest_is_indexed(
+    corpus, store, minilm_tokenizer, tmp_path
+):
+    add_bad_files(corpus, tmp_path / "home")
+
+    big_size = (corpus / "big.md").stat().st_size
+
+    report = await run(corpus, store, FakeEmbedder(), minilm_tokenizer, max_file_bytes=5000)
+
+    assert big_size > 5000
+    assert report.added_files == ["kb/alpha.md", "kb/beta.txt", "kb/faq.jsonl"]
+    assert {s.source: s.message for s in report.skipped_files} == {
+        "kb/big.md": f"kb/big.md: {big_size} bytes, more than max_file_bytes (5000)",
+        "kb/broken.jsonl": "kb/broken.jsonl:2: invalid JSON: Expecting property name "
+        "enclosed in double quotes",
+        "kb/creds.md": "kb/creds.md: link to a file outside the corpus root",
+        "kb/latin1.txt": "kb/latin1.txt: not UTF-8 text (byte 3: unexpected end of data)",
+    }
+    assert store.indexed_files() == set(store.read_manifest()) == set(report.added_files)
+    assert store.search("hunter2", None, "bm25", 5) == []
+    summary = report.summary()
+    assert summary.splitlines()[1:] == [f"  skipped {s.message}" for s in report.skipped_files]
+    assert "4 files skipped" in summary
+    assert str(tmp_path) not in summary
+
+
+async def test_skipped_files_are_not_recorded_so_the_next_run_retries_them(
+    corpus, store, minilm_tokenizer, tmp_path
+):
+    await run(corpus, store, FakeEmbedder(), minilm_tokenizer)
+    version = store.version
+    add_bad_files(corpus, tmp_path / "home")
+
+    again = await run(corpus, store, FakeEmbedder(), minilm_tokenizer, max_file_bytes=5000)
+
+    assert not again.changed  # only new bad files: nothing to commit
+    assert store.version == version
+    assert len(again.skipped_files) == 4
+    (corpus / "latin1.txt").write_text("café")
+
+    fixed = await run(corpus, store, FakeEmbedder(), minilm_tokenizer, max_file_bytes=5000)
+
+    assert fixed.added_files == ["kb/latin1.txt"]
+    assert [s.source for s in fixed.skipped_files] == [
+        "kb/big.md",
+        "kb/broken.jsonl",
+        "kb/creds.md",
+    ]
+
+
+async def test_an_indexed_file_that_turns_bad_loses_its_chunks(corpus, store, minilm_tokenizer):
+    await run(corpus, store, FakeEmbedder(), minilm_tokenizer)
+    (corpus / "faq.jsonl").write_text(
+        '{"id": "p", "text": "Port 8000."}\n{"id": "p", "text": "x"}\n'
+    )
+    (corpus / "beta.txt").write_bytes(b"\xff beetles")
+
+    report = await run(corpus, store, FakeEmbedder(), minilm_tokenizer)
+
+    assert report.removed_files == ["kb/beta.txt", "kb/faq.jsonl"]
+    assert report.updated_files == []
+    assert [s.source for s in report.skipped_files] == ["kb/beta.txt", "kb/faq.jsonl"]
+    assert store.indexed_files() == set(store.read_manifest()) == {"kb/alpha.md"}
+    assert store.search("beetles", None, "bm25", 5) == []
+
+
+async def test_an_indexed_file_over_a_lowered_size_cap_loses_its_chunks(
+    corpus, store, minilm_tokenizer
+):
+    await run(corpus, store, FakeEmbedder(), minilm_tokenizer)
+
+    report = await run(corpus, store, FakeEmbedder(), minilm_tokenizer, max_file_bytes=1000)
+
+    assert report.removed_files == ["kb/alpha.md"]
+    assert [s.source for s in report.skipped_files] == ["kb/alpha.md"]
+    assert store.indexed_files() == set(store.read_manifest()) == {"kb/beta.txt", "kb/faq.jsonl"}
