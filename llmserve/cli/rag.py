@@ -64,7 +64,7 @@ async def index_retrievers(config: AppConfig, retriever_ids: list[str]) -> list[
         embedder = config.get_embedder(embedder_id)
         bundle = await start_engine(embedder, home, runner="pooling")
         try:
-            serving = bundle.state.serving_embedding
+            serving = bundle.serving.embedding
 
             async def embed(texts, serving=serving, model_id=embedder.id):
                 return await embed_texts(serving, model_id, texts)

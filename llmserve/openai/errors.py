@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llmserve.compat.vllm import error_param
+
 # OpenAI's error ``type`` for the statuses llmserve produces itself.
 _TYPES = {
     400: "invalid_request_error",
@@ -115,9 +117,6 @@ def validation_error_body(exc: ValidationError) -> dict[str, Any]:
     ``param`` names the offending field (e.g. ``temperature``) so clients can
     point at it; vLLM's own validators attach it to their errors.
     """
-    from vllm.entrypoints.serve.exception_handling.handlers.validation import (
-        clean_loc_for_param,
-    )
     from vllm.exceptions import VLLMValidationError
 
     errors = exc.errors(include_url=False, include_input=False)
@@ -128,6 +127,6 @@ def validation_error_body(exc: ValidationError) -> dict[str, Any]:
             param = ctx_error.parameter
             break
     if param is None and errors and errors[0].get("loc"):
-        param = clean_loc_for_param(tuple(errors[0]["loc"]))
-    lines = [f"{clean_loc_for_param(tuple(e.get('loc', ())))}: {e['msg']}" for e in errors[:10]]
+        param = error_param(tuple(errors[0]["loc"]))
+    lines = [f"{error_param(tuple(e.get('loc', ())))}: {e['msg']}" for e in errors[:10]]
     return error_body(400, "; ".join(lines) or "invalid request", param)

@@ -30,7 +30,7 @@ from llmserve.servers.protocol import (
 class Embedder(PoolingServer):
     async def __init__(self, cfg, home: str | None = None):
         await self._start(cfg, home)
-        self._serving = self._state.serving_embedding
+        self._serving = self._state.embedding
         if self._serving is None:
             raise ValueError(f"embedder '{cfg.id}': {cfg.source} is not an embedding model")
         self._embed_batch.set_max_batch_size(cfg.max_batch_size)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmserve.compat.vllm import loaded_lora_adapters, responses_sse_events
 from llmserve.engine.requests import parse_request, raw_request, vllm_error
 from llmserve.engine.serving import start_engine
 from llmserve.observability import metrics
@@ -84,11 +85,13 @@ class LLMServer:
     async def _start_engine(self) -> None:
         bundle = await start_engine(self._model, self._home)
         self._engine = bundle.engine
-        self._chat = bundle.state.openai_serving_chat
-        self._completion = bundle.state.openai_serving_completion
-        self._tokenization = bundle.state.serving_tokenization
-        self._models = bundle.state.openai_serving_models
-        self._responses = bundle.state.openai_serving_responses
+        serving = bundle.serving
+        if serving.chat is None or serving.completion is None or serving.responses is None:
+            bundle.engine.shutdown()
+            raise ValueError(f"model '{self.model_id}': {self._model.source} is not generative")
+        self._chat, self._completion = serving.chat, serving.completion
+        self._tokenization, self._models = serving.tokenization, serving.models
+        self._responses = serving.responses
         self._handlers = self._handler_table()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -103,7 +106,7 @@ class LLMServer:
         )
 
         wanted = dict(user_config.get("lora_adapters") or {})
-        loaded = {name: r.lora_path for name, r in self._models.lora_requests.items()}
+        loaded = loaded_lora_adapters(self._models)
         for name in loaded.keys() - wanted.keys():
             await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
         for name, path in wanted.items():
@@ -189,12 +192,10 @@ class LLMServer:
 
     async def _create_responses(self, request: Any, raw_request: Any) -> Any:
         """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class."""
-        from vllm.entrypoints.openai.responses.api_router import _convert_stream_to_sse_events
-
         result = await self._responses.create_responses(request, raw_request)
         if isinstance(result, AsyncGenerator):
             # Event objects, written as typed SSE events exactly as vLLM's router does.
-            return _convert_stream_to_sse_events(result)
+            return responses_sse_events(result)
         return result
 
     async def _serve(

@@ -14,7 +14,7 @@ class PoolingServer:
         self.model_id = cfg.id
         bundle = await start_engine(cfg, Path(home) if home else None, runner="pooling")
         self._engine = bundle.engine
-        self._state = bundle.state
+        self._state = bundle.serving
 
     async def metrics_text(self) -> metrics.ReplicaMetrics:
         return metrics.replica_exposition()

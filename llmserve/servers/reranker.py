@@ -28,7 +28,7 @@ class Reranker(PoolingServer):
     async def __init__(self, cfg, home: str | None = None):
         await self._start(cfg, home)
         self.kind = cfg.kind
-        self._serving = self._state.serving_scores
+        self._serving = self._state.scores
         if self._serving is None:
             raise ValueError(f"reranker '{cfg.id}': {cfg.source} has no score API in vLLM")
 
