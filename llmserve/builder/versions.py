@@ -28,6 +28,8 @@ from pydantic import BaseModel
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+from llmserve.compat.ray import bind_with_version, bound_deployment
+
 _PACKAGE = Path(__file__).resolve().parent.parent
 # Config fields a running replica takes without a restart.
 _APPLIED_IN_PLACE = {"deployment": True, "lora": {"adapters": True}}
@@ -36,10 +38,9 @@ _APPLIED_IN_PLACE = {"deployment": True, "lora": {"adapters": True}}
 def bind(deployment: Deployment, *args: Any) -> Application:
     """``deployment.bind(*args)``, with a version that changes only when the
     arguments (or llmserve's code) do."""
-    # Serve removed ``version`` from the public options (it picks a random one
-    # instead); ``_internal=True`` still accepts it. A private path: Ray is
-    # pinned, and tests/e2e/test_lora.py checks that a redeploy keeps a replica.
-    return deployment.options(version=version_of(args), _internal=True).bind(*args)
+    # Serve's public options no longer take a version (see compat.ray);
+    # tests/e2e/test_lora.py checks that a redeploy keeps a replica.
+    return bind_with_version(deployment, version_of(args), *args)
 
 
 def version_of(args: tuple[Any, ...]) -> str:
@@ -51,7 +52,7 @@ def version_of(args: tuple[Any, ...]) -> str:
 def _plain(value: Any) -> Any:
     """JSON-able form of an argument; a bound deployment is its name."""
     if isinstance(value, Application):
-        return {"deployment": value._bound_deployment.name}
+        return {"deployment": bound_deployment(value).name}
     if isinstance(value, BaseModel):
         # A component's ``deployment`` block is Serve's to apply: replica counts
         # and limits in place, actor options (CPUs, placement) by a restart

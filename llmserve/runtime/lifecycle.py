@@ -98,11 +98,9 @@ def _use_local_auth_token(address: str) -> None:
     (and RAY_AUTH_MODE is unset), from any of the places Ray reads tokens from."""
     if address == "auto" or address.startswith("ray://"):
         return
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
+    from llmserve.compat.ray import enable_token_auth_if_token_available
 
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    enable_token_auth_if_token_available()
 
 
 def deploy(config: AppConfig, timeout_s: float = 900.0) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ray.serve import Application
 
 from llmserve.builder.app import INGRESS_NAME, build_app
+from llmserve.compat.ray import bound_deployment
 from llmserve.config import load_config
 from llmserve.ingress.routes import Local
 from llmserve.servers.protocol import (
@@ -37,7 +38,7 @@ def call_graph(root: Application) -> dict[str, set[str]]:
     deployments: dict[str, object] = {}
 
     def collect(app: Application) -> None:
-        dep = app._bound_deployment
+        dep = bound_deployment(app)
         if dep.name in deployments:
             return
         deployments[dep.name] = dep
@@ -48,7 +49,7 @@ def call_graph(root: Application) -> dict[str, set[str]]:
     graph = {}
     for name, dep in deployments.items():
         args = (dep.init_args, dep.init_kwargs)
-        callees = {a._bound_deployment.name for a in _applications(args)}
+        callees = {bound_deployment(a).name for a in _applications(args)}
         # A deployment named by string is one a replica can look up and call.
         callees |= {s for s in _strings(args) if s in deployments and s != name}
         graph[name] = callees
@@ -146,7 +147,7 @@ def test_env_api_keys_are_not_deployment_arguments(monkeypatch) -> None:
     from llmserve.config import validate_config_dict
 
     app = build_app(validate_config_dict(data))
-    dep = app._bound_deployment
+    dep = bound_deployment(app)
     strings = _strings((dep.init_args, dep.init_kwargs))
     assert not any("s3cret-value" in s for s in strings)
     settings = dep.init_args[0]
@@ -158,7 +159,7 @@ def test_every_served_id_has_one_route_with_the_endpoints_of_its_kind(fused: boo
     config = load_config(CONFIGS / "default.yaml")
     if not fused:
         config.ingress = config.ingress.model_copy(update={"fused_model": None})
-    routes = build_app(config)._bound_deployment.init_args[1]
+    routes = bound_deployment(build_app(config)).init_args[1]
     assert list(routes.routes) == config.served_ids()
     kinds = {"model": GENERATION_ENDPOINTS, "embedder": EMBEDDING_ENDPOINTS}
     kinds |= {"reranker": RERANK_ENDPOINTS, "rag-pipeline": PIPELINE_ENDPOINTS}

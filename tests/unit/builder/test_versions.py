@@ -14,6 +14,7 @@ from ray.serve import Application
 
 from llmserve.builder.app import build_app
 from llmserve.builder.versions import version_of
+from llmserve.compat.ray import bound_deployment
 from llmserve.config import validate_config_dict
 from tests.conftest import CONFIGS
 from tests.unit.builder.test_app import _applications
@@ -39,7 +40,7 @@ def versions(data: dict) -> dict[str, str]:
     found: dict[str, str] = {}
 
     def collect(app: Application) -> None:
-        dep = app._bound_deployment
+        dep = bound_deployment(app)
         if dep.name not in found:
             found[dep.name] = dep.version
             for child in _applications((dep.init_args, dep.init_kwargs)):

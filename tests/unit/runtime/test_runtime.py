@@ -127,3 +127,22 @@ def test_picked_ports_are_free_and_out_of_reach_of_port_zero_binds() -> None:
         assert port < RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT
         with socket.socket() as s:
             s.bind(("0.0.0.0", port))  # free right now
+
+
+def test_an_explicit_gcs_address_turns_token_auth_on_when_a_token_is_at_hand(tmp_path) -> None:
+    """Ray finds the token itself for "auto" (and a Ray client address needs none), not for
+    ``--address 10.0.0.5:6379``: that one would fail as "Unauthenticated" without this."""
+    code = (
+        "import os\n"
+        "from llmserve.runtime.lifecycle import _use_local_auth_token\n"
+        "for address in ('auto', 'ray://10.0.0.5:10001', '10.0.0.5:6379'):\n"
+        "    _use_local_auth_token(address)\n"
+        "    print(os.environ.get('RAY_AUTH_MODE'))\n"
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env["RAY_AUTH_TOKEN"] = "0123456789abcdef"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "None", "token"]
