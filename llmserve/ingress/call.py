@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse, Response
 
+from llmserve.compat.sse_starlette import EventStream
 from llmserve.ingress.admission import AdmissionGate
 from llmserve.ingress.deadline import StreamDeadline
 from llmserve.ingress.health import HealthMonitor
 from llmserve.ingress.resume import StreamState, resumable
 from llmserve.ingress.routes import Route
-from llmserve.ingress.sse import EventStream
 from llmserve.observability import metrics
 from llmserve.openai import sse
 from llmserve.openai.errors import APIError, from_exception, status_of, timed_out, unavailable
