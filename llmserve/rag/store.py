@@ -29,6 +29,12 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from llmserve.compat.lancedb import (
+    DISTANCE_COLUMN,
+    FTS_SCORE_COLUMN,
+    RELEVANCE_COLUMN,
+    is_missing_fts_index,
+)
 from llmserve.rag.chunking import Chunk
 
 SearchMode = Literal["hybrid", "dense", "bm25"]
@@ -388,7 +394,7 @@ class ChunkStore:
         try:
             rows = self._run_query(table, text, query_vector, mode, top_k, where)
         except ValueError as exc:
-            if "INVERTED index" not in str(exc):
+            if not is_missing_fts_index(exc):
                 raise
             # Only an empty table legitimately lacks the full-text index.
             if table.count_rows() == 0:
@@ -437,11 +443,11 @@ class ChunkStore:
             query = (
                 table.search(list(vector), vector_column_name="vector", query_type="vector")
                 .distance_type("cosine")
-                .select([*columns, "_distance"])
+                .select([*columns, DISTANCE_COLUMN])
             )
         elif mode == "bm25":
             query = table.search(text, query_type="fts", fts_columns="text").select(
-                [*columns, "_score"]
+                [*columns, FTS_SCORE_COLUMN]
             )
         else:
             from lancedb.rerankers import RRFReranker
@@ -467,11 +473,11 @@ class ChunkStore:
     @staticmethod
     def _to_hit(row: Mapping[str, Any], mode: str) -> Hit:
         if mode == "dense":
-            score = 1.0 - float(row["_distance"])
+            score = 1.0 - float(row[DISTANCE_COLUMN])
         elif mode == "bm25":
-            score = float(row["_score"])
+            score = float(row[FTS_SCORE_COLUMN])
         else:
-            score = float(row["_relevance_score"])
+            score = float(row[RELEVANCE_COLUMN])
         return Hit(
             chunk_id=row["chunk_id"],
             source=row["source"],
