@@ -121,6 +121,7 @@ def build_ingress_app(
                 gates.get(route.gate_key),
                 retry_after,
                 health,
+                send_timeout_s=config.send_timeout_s,
             )
             for id_, route in serving.items()
         }

@@ -103,3 +103,88 @@ def test_a_send_that_fails_is_marked_interrupted(response_cls, send_timeout) -> 
     with pytest.raises(OSError):
         asyncio.run(response._send_with_timeout(broken, {"type": "http.response.body"}))
     assert response._send_interrupted is True
+
+
+# --- the stall watchdog and the close hook ------------------------------------------
+
+
+SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+
+class _Endless:
+    """A body iterator that records whether it was closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def events(self):
+        try:
+            while True:
+                await asyncio.sleep(0)
+                yield b"data: " + b"x" * 1000 + b"\n\n"
+        finally:
+            self.closed = True
+
+
+async def _never_disconnects() -> dict:
+    await asyncio.sleep(3600)
+    return {"type": "http.disconnect"}
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_stall_timeout() -> None:
+    body, closes, sent = _Endless(), [], []
+
+    async def send(message) -> None:
+        sent.append(message)
+        if len(sent) > 3:  # the client's buffers are full: this send never completes
+            await asyncio.sleep(3600)
+
+    async def run() -> EventStream:
+        response = EventStream(
+            body.events(), stall_timeout_s=0.2, on_close=lambda: closes.append(1)
+        )
+        await asyncio.wait_for(response(SCOPE, _never_disconnects, send), 5)
+        return response
+
+    response = asyncio.run(run())
+    assert response.stalled
+    assert body.closed  # the generator (and with it the engine request) was closed
+    assert closes == [1]
+    assert not any(m.get("more_body") is False for m in sent)  # no clean end: dropped
+
+
+def test_a_slow_reader_that_keeps_reading_is_not_cut() -> None:
+    sent = []
+
+    async def chunks():
+        for chunk in CHUNKS:
+            yield chunk
+
+    async def send(message) -> None:
+        sent.append(message)
+        await asyncio.sleep(0.05)  # slow, but every send completes
+
+    async def run() -> EventStream:
+        response = EventStream(chunks(), stall_timeout_s=0.2)
+        await asyncio.wait_for(response(SCOPE, _never_disconnects, send), 5)
+        return response
+
+    response = asyncio.run(run())
+    assert not response.stalled
+    assert b"".join(m.get("body", b"") for m in sent) == b"".join(CHUNKS)
+
+
+def test_the_close_hook_runs_when_the_client_is_gone_before_the_first_byte() -> None:
+    """The body iterator never starts, so its own cleanup never runs: the hook must."""
+    body, closes = _Endless(), []
+
+    async def send(message) -> None:
+        raise OSError("connection reset by peer")
+
+    async def run() -> None:
+        response = EventStream(body.events(), on_close=lambda: closes.append(1))
+        with pytest.raises(OSError):
+            await response(SCOPE, _never_disconnects, send)
+
+    asyncio.run(run())
+    assert closes == [1]
