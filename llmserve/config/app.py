@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,7 +20,6 @@ from llmserve.config.ingress import IngressConfig
 from llmserve.config.model import EngineConfig, ModelConfig
 from llmserve.config.rag import EmbedderConfig, PipelineConfig, RerankerConfig, RetrieverConfig
 from llmserve.config.references import find_reference_issues
-from llmserve.models.builtin import default_home
 
 ENGINE_SECTIONS = ("models", "embedders", "rerankers")
 """The sections of an ``AppConfig`` whose items each run a vLLM engine."""
@@ -36,6 +36,12 @@ class AppEngine(NamedTuple):
     def path(self) -> str:
         """Its YAML path, e.g. ``models[0]``, as config errors name it."""
         return format_loc((self.section, self.index))
+
+
+def default_home() -> Path:
+    """llmserve's cache folder when a config sets no ``home``: ``$LLMSERVE_HOME`` or
+    ``~/.cache/llmserve``."""
+    return Path(os.environ.get("LLMSERVE_HOME") or "~/.cache/llmserve").expanduser()
 
 
 class RayConfig(BaseModel):

@@ -14,7 +14,14 @@ from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
 from llmserve.literals import DeviceSetting
-from llmserve.models.builtin import BUILTIN_PREFIX, is_builtin
+
+BUILTIN_PREFIX = "builtin:"
+"""A ``source`` starting with this names a model that ships with llmserve (``llmserve.models``)."""
+
+
+def is_builtin(source: str) -> bool:
+    """True when ``source`` names a built-in model (``builtin:<name>``)."""
+    return source.startswith(BUILTIN_PREFIX)
 
 
 class EngineConfig(BaseModel):

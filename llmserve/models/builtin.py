@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-BUILTIN_PREFIX = "builtin:"
+from tqdm.auto import tqdm
+
+from llmserve.config.app import default_home
+from llmserve.config.model import BUILTIN_PREFIX, is_builtin
+
 READY_MARKER = ".llmserve-ready"
 
 
@@ -57,7 +60,6 @@ def _prepare_smollm2(out: Path) -> None:
     """
     import torch
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
@@ -84,8 +86,6 @@ def _prepare_smollm2(out: Path) -> None:
 
 
 def _prepare_minilm(out: Path) -> None:
-    from tqdm.auto import tqdm
-
     src = _minilm_dir()
     files = [p for p in src.rglob("*") if p.is_file()]
     for path in tqdm(files, desc="all-minilm-l6-v2", unit="file"):
@@ -101,7 +101,6 @@ def _prepare_tiny_llama(out: Path) -> None:
     seconds, supports TP=2 (4 heads, 2 KV heads) and is deterministic (seeded).
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     gguf = _smollm2_gguf()
@@ -149,16 +148,6 @@ BUILTINS: dict[str, BuiltinModel] = {
         ),
     )
 }
-
-
-def default_home() -> Path:
-    """llmserve's cache folder when a config sets no ``home``: ``$LLMSERVE_HOME`` or
-    ``~/.cache/llmserve``."""
-    return Path(os.environ.get("LLMSERVE_HOME") or "~/.cache/llmserve").expanduser()
-
-
-def is_builtin(source: str) -> bool:
-    return source.startswith(BUILTIN_PREFIX)
 
 
 def builtin_name(source: str) -> str:

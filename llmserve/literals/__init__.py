@@ -2,9 +2,9 @@
 
 Each set is defined once, here, as a ``Literal`` type: pydantic validates
 config fields and request bodies against it, and the tuples that code checks
-values against are derived from it. This module imports nothing from
-llmserve, so every layer (rag/ and engine/ included) may use it without
-pulling in the pydantic config models.
+values against are derived from it. This package imports nothing from
+llmserve, so every layer (config/, rag/ and openai/ included) may use it
+without pulling in the pydantic config models.
 """
 
 from __future__ import annotations
