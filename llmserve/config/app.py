@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -25,7 +26,8 @@ ENGINE_SECTIONS = ("models", "embedders", "rerankers")
 """The sections of an ``AppConfig`` whose items each run a vLLM engine."""
 
 
-class AppEngine(NamedTuple):
+@dataclass(frozen=True)
+class AppEngine:
     """One vLLM engine of an app and where the config defines it."""
 
     section: str
