@@ -10,6 +10,7 @@ from ray.serve import Application
 from llmserve.builder.app import build_app
 from llmserve.cli.main import _parser
 from llmserve.cli.rag import cmd_index
+from llmserve.compat.ray import bound_deployment
 from llmserve.config import load_config
 from llmserve.rag import index_hint
 from tests.conftest import CONFIGS
@@ -22,7 +23,7 @@ DEFAULT = CONFIGS / "default.yaml"
 def _deployments(value: object, found: dict[str, Application]) -> dict[str, Application]:
     """Every bound deployment reachable from ``value`` (through handles, routes, lists)."""
     if isinstance(value, Application):
-        dep = value._bound_deployment
+        dep = bound_deployment(value)
         if dep.name not in found:
             found[dep.name] = value
             _deployments([*dep.init_args, *dep.init_kwargs.values()], found)
@@ -40,7 +41,7 @@ def test_a_retriever_tells_clients_the_command_that_builds_its_index() -> None:
     config = load_config(DEFAULT)
     [pipeline] = config.pipelines
     retriever = _deployments(build_app(config), {})[f"retriever-{pipeline.retriever}"]
-    hint = retriever._bound_deployment.init_args[-1]
+    hint = bound_deployment(retriever).init_args[-1]
     assert hint == index_hint(pipeline.id)
     # ... and that command is one the CLI runs, for that pipeline.
     command = hint.split("llmserve ", 1)[1].replace("CONFIG", str(DEFAULT)).split()
