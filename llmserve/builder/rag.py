@@ -18,6 +18,7 @@ from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.config import AppConfig, EmbedderConfig, RerankerConfig
 from llmserve.ingress.routes import Local, LocalPipeline, Route, RouteTable
 from llmserve.models import resolve_source
+from llmserve.rag import index_hint
 from llmserve.servers.embedder import Embedder
 from llmserve.servers.protocol import (
     EMBEDDING_ENDPOINTS,
@@ -28,10 +29,6 @@ from llmserve.servers.protocol import (
 from llmserve.servers.rag.router import RAGRouter
 from llmserve.servers.reranker import Reranker
 from llmserve.servers.retriever import Retriever
-
-
-def index_hint(pipeline_id: str) -> str:
-    return f"Build it with: llmserve index CONFIG --pipeline {pipeline_id}"
 
 
 def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> None:

@@ -13,6 +13,7 @@ EXIT_NO_FIT = 2
 
 def add_kuberay_args(p: argparse.ArgumentParser) -> None:
     from llmserve.cluster.kuberay import DEFAULT_SECRET
+    from llmserve.literals import DEVICES
 
     p.add_argument(
         "--kuberay", action="store_true", help="write a KubeRay RayService manifest instead"
@@ -26,21 +27,21 @@ def add_kuberay_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--auto-device",
-        choices=["gpu", "cpu"],
+        choices=DEVICES,
         default="gpu",
         help="--kuberay: what device: auto becomes in the manifest (default gpu)",
     )
 
 
 def write_kuberay(args: argparse.Namespace, config: AppConfig) -> int:
+    from llmserve.builder.serve_config import serve_config
     from llmserve.cluster.kuberay import dump_manifest, rayservice
     from llmserve.config.loader import read_config_data
-    from llmserve.runtime import lifecycle as runtime
 
     manifest = rayservice(
         config,
         read_config_data(args.config),
-        runtime.serve_config(args.config, config),
+        serve_config(args.config, config),
         name=args.name,
         image=args.image,
         secret=args.secret,

@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
-from llmserve.cluster.needs import EngineNeed, engine_needs
-from llmserve.config import ApiKeyFromEnv, AppConfig, ConfigError, ConfigIssue
+from llmserve.cluster.needs import NO_PLACEMENT_GROUP, EngineNeed, engine_needs
+from llmserve.config import ApiKeyFromEnv, AppConfig, AppEngine, ConfigError, ConfigIssue
 from llmserve.engine.device import summed
+from llmserve.runtime.ray import serve_env
 
 API_VERSION = "ray.io/v1"
 IMAGE_CONFIG_DIR = "/app/configs"
@@ -39,7 +40,6 @@ DEFAULT_IMAGES = {"gpu": "llmserve:gpu", "cpu": "llmserve:cpu"}
 DEFAULT_SECRET = "llmserve-secrets"
 HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001}
 GPU_RESOURCE = "nvidia.com/gpu"
-ENGINE_GROUPS = ("models", "embedders", "rerankers")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def pods_per_replica(need: EngineNeed) -> list[dict[str, float]]:
     bundles = need.bundles
     if not bundles:
         return []  # reserves nothing: Ray may run it on any pod, the head included
-    if need.strategy in ("STRICT_PACK", "ACTOR"):
+    if need.strategy in ("STRICT_PACK", NO_PLACEMENT_GROUP):
         return [summed(bundles)]
     if need.strategy == "PACK":
         tp = need.tensor_parallel_size
@@ -129,31 +129,27 @@ def _from_secret(name: str, secret: str, optional: bool = False) -> dict[str, An
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
-def serve_env(config: AppConfig) -> list[dict[str, Any]]:
-    """The Ray Serve flags llmserve sets on a local Ray, for every pod."""
-    from llmserve.runtime.lifecycle import DIRECT_INGRESS_ENV
-
-    env = dict(DIRECT_INGRESS_ENV) if config.ray.direct_ingress else {}
-    separate = "1" if config.ray.separate_user_code_thread else "0"
-    env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = separate
-    env.update(config.ray.process_env())
-    return [{"name": k, "value": v} for k, v in env.items()]
+def pod_env(config: AppConfig) -> list[dict[str, Any]]:
+    """The Ray and Serve flags llmserve sets on a local Ray (``serve_env``), for every pod."""
+    return [{"name": k, "value": v} for k, v in serve_env(config.ray).items()]
 
 
 def pod_serve_config(
-    serve_config: dict[str, Any], raw_config: dict[str, Any], devices: dict[str, str]
+    serve_config: dict[str, Any],
+    raw_config: dict[str, Any],
+    planned: Sequence[AppEngine],
+    device: str,
 ) -> dict[str, Any]:
     """``llmserve build``'s Serve config, changed for pods: config inline, Serve on 0.0.0.0.
 
-    ``devices`` maps engine paths whose ``device: auto`` was planned here
-    (``models[0]`` -> ``gpu``) so that the pods build what the manifest sized.
+    The ``planned`` engines (their ``device: auto`` was planned here) get
+    ``device`` in the inline config, so that the pods build what the manifest sized.
     """
     out = copy.deepcopy(serve_config)
     out["http_options"]["host"] = "0.0.0.0"
     data = copy.deepcopy(raw_config)
-    for path, device in devices.items():
-        group, index = re.fullmatch(r"(\w+)\[(\d+)\]", path).groups()  # type: ignore[union-attr]
-        data[group][int(index)]["device"] = device
+    for engine in planned:
+        data[engine.section][engine.index]["device"] = device
     [app] = out["applications"]
     app["args"] = {"config": data, "base_dir": IMAGE_CONFIG_DIR}
     return out
@@ -171,15 +167,10 @@ def rayservice(
 ) -> dict[str, Any]:
     """The RayService manifest as plain data (``yaml.safe_dump`` it)."""
     needs = engine_needs(config, lambda d: auto_device if d == "auto" else d)
-    planned = {
-        f"{group}[{i}]": auto_device
-        for group in ENGINE_GROUPS
-        for i, engine in enumerate(getattr(config, group))
-        if engine.device == "auto"
-    }
+    planned = [e for e in config.engines() if e.config.device == "auto"]
     groups = worker_groups(needs)
     image = image or DEFAULT_IMAGES["gpu" if any(n.device == "gpu" for n in needs) else "cpu"]
-    env = serve_env(config) + secret_env(config, secret)
+    env = pod_env(config) + secret_env(config, secret)
     serve_port = config.ingress.port
     head_ports = [{"containerPort": p, "name": n} for n, p in HEAD_PORTS.items()]
     head_ports.append({"containerPort": serve_port, "name": "serve"})
@@ -192,7 +183,7 @@ def rayservice(
         },
         "workerGroupSpecs": [_worker_group(g, image, env, serve_port) for g in groups],
     }
-    pod_config = pod_serve_config(serve_config, raw_config, planned)
+    pod_config = pod_serve_config(serve_config, raw_config, planned, auto_device)
     serve_yaml = yaml.safe_dump(pod_config, sort_keys=False)
     return {
         "apiVersion": API_VERSION,

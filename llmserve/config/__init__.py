@@ -1,12 +1,12 @@
 """llmserve's configuration: one YAML file describes the whole app."""
 
-from llmserve.config.app import AppConfig, RayConfig
-from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig
+from llmserve.config.app import AppConfig, AppEngine, RayConfig
+from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig, ReplicaBounds
 from llmserve.config.errors import ConfigError, ConfigIssue
 from llmserve.config.ingress import ApiKey, ApiKeyFromEnv, IngressConfig
 from llmserve.config.loader import load_config, validate_config_dict
-from llmserve.config.model import Device, EngineConfig, ModelConfig
-from llmserve.config.parallel import ParallelismConfig, PlacementStrategy
+from llmserve.config.model import EngineConfig, ModelConfig
+from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.rag import (
     CorpusConfig,
     EmbedderConfig,
@@ -14,31 +14,29 @@ from llmserve.config.rag import (
     RerankerConfig,
     RerankerKind,
     RetrieverConfig,
-    SearchMode,
 )
 
 __all__ = [
     "ApiKey",
     "ApiKeyFromEnv",
     "AppConfig",
+    "AppEngine",
     "AutoscalingConfig",
     "ConfigError",
     "ConfigIssue",
     "CorpusConfig",
     "DeploymentConfig",
-    "Device",
     "EmbedderConfig",
     "EngineConfig",
     "IngressConfig",
     "ModelConfig",
     "ParallelismConfig",
     "PipelineConfig",
-    "PlacementStrategy",
     "RayConfig",
+    "ReplicaBounds",
     "RerankerConfig",
     "RerankerKind",
     "RetrieverConfig",
-    "SearchMode",
     "load_config",
     "validate_config_dict",
 ]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PlacementStrategy = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
+from llmserve.literals import Device, PlacementStrategy
+
+
+def default_worker_resources(device: Device) -> dict[str, float]:
+    """One worker's bundle when ``resources_per_worker`` is not set: a GPU, or a CPU."""
+    return {"GPU": 1.0} if device == "gpu" else {"CPU": 1.0}
 
 
 class ParallelismConfig(BaseModel):
@@ -37,12 +42,12 @@ class ParallelismConfig(BaseModel):
         """Total number of workers: tensor_parallel_size * pipeline_parallel_size."""
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
-    def worker_resources(self, device: Literal["cpu", "gpu"]) -> dict[str, float]:
+    def worker_resources(self, device: Device) -> dict[str, float]:
         """Resources of one worker bundle once the device is known."""
         if self.resources_per_worker is not None:
             return dict(self.resources_per_worker)
-        return {"GPU": 1.0} if device == "gpu" else {"CPU": 1.0}
+        return default_worker_resources(device)
 
-    def placement_bundles(self, device: Literal["cpu", "gpu"]) -> list[dict[str, float]]:
+    def placement_bundles(self, device: Device) -> list[dict[str, float]]:
         """One bundle per worker, in rank order."""
         return [self.worker_resources(device) for _ in range(self.world_size)]

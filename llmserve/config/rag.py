@@ -21,9 +21,9 @@ from llmserve.config.deployment import (
 )
 from llmserve.config.errors import Loc, issues_error
 from llmserve.config.model import EngineConfig
+from llmserve.literals import SearchMode
 
 RerankerKind = Literal["cross-encoder", "embedding"]
-SearchMode = Literal["hybrid", "dense", "bm25"]
 
 
 DEFAULT_SYSTEM_PROMPT = (

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.errors import Loc
 from llmserve.config.rag import PipelineConfig, RetrieverConfig
 
@@ -154,7 +157,8 @@ def _check_responses_store(data: Mapping[str, Any], issues: Issues) -> None:
             continue
         fused = model.get("id") is not None and ingress.get("fused_model") == model.get("id")
         deployment = (ingress if fused else model).get("deployment") or {}
-        if _most_replicas(deployment) != 1:
+        most = _most_replicas(deployment)
+        if most is not None and most != 1:
             where = "the ingress (which runs this fused model)" if fused else "this model"
             issues.append(
                 (
@@ -166,10 +170,17 @@ def _check_responses_store(data: Mapping[str, Any], issues: Issues) -> None:
             )
 
 
-def _most_replicas(deployment: Any) -> Any:
-    if not isinstance(deployment, Mapping):  # reported by the field's own check
-        return 1
-    autoscaling = deployment.get("autoscaling_config")
-    if isinstance(autoscaling, Mapping):
-        return autoscaling.get("max_replicas", 1)
-    return deployment.get("num_replicas") or 1
+def _most_replicas(deployment: Any) -> int | None:
+    """``DeploymentConfig.replica_bounds().max`` of a raw deployment block; None when its
+    replica settings are invalid (the block's own validation reports why)."""
+    if not isinstance(deployment, Mapping):
+        return None
+    replicas = {k: deployment[k] for k in _REPLICA_FIELDS if k in deployment}
+    try:
+        return DeploymentConfig.model_validate(replicas).replica_bounds().max
+    except ValidationError:
+        return None
+
+
+# The fields replica_bounds reads: the rest of a block (possibly invalid) does not matter here.
+_REPLICA_FIELDS = ("num_replicas", "autoscaling_config")

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
@@ -35,10 +35,8 @@ from llmserve.compat.lancedb import (
     RELEVANCE_COLUMN,
     is_missing_fts_index,
 )
+from llmserve.literals import SEARCH_MODES, SearchMode
 from llmserve.rag.chunking import Chunk
-
-SearchMode = Literal["hybrid", "dense", "bm25"]
-SEARCH_MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
 
 #: Columns every chunk row has; metadata fields may not reuse these names.
 CORE_COLUMNS = (
@@ -48,7 +46,13 @@ CORE_COLUMNS = (
 #: Built-in columns callers may filter on, besides declared metadata fields.
 BUILTIN_FILTER_FIELDS = ("source", "title")
 
-DEFAULT_NOT_BUILT_HINT = "Build it with `llmserve index CONFIG --pipeline NAME`."
+
+def index_hint(pipeline: str = "NAME") -> str:
+    """What to run when an index is missing: ``llmserve index`` for the pipeline that uses it."""
+    return f"Build it with: llmserve index CONFIG --pipeline {pipeline}"
+
+
+DEFAULT_NOT_BUILT_HINT = index_hint()
 
 # Reciprocal-rank-fusion constant; 60 is the value from the original RRF paper
 # and LanceDB's default.

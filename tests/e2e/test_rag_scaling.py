@@ -180,11 +180,11 @@ def _replicas() -> dict[str, set[str]]:
 
 
 def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
-    """``llmserve deploy`` (its ``runtime.deploy``) of the same config with the
+    """``llmserve deploy`` (its ``runtime.serve.deploy``) of the same config with the
     pipeline's top_k and top_n changed, while one client asks the pipeline and one the
     model back to back: nothing fails, only the router restarts, and the next answer
     cites as many sources as the new top_n."""
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.runtime.serve import deploy
 
     config, url = app
     swapped = make_config(
@@ -198,7 +198,7 @@ def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
         tasks = [asyncio.create_task(t.run(stop)) for t in loads]
         await asyncio.sleep(3)
         started = time.monotonic()
-        await asyncio.to_thread(runtime.deploy, swapped, 600)
+        await asyncio.to_thread(deploy, swapped, 600)
         seconds = time.monotonic() - started
         await asyncio.sleep(3)
         stop.set()

@@ -106,13 +106,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_cycle_finder_finds_the_old_fused_rag_cycle() -> None:
-    # The shape that deadlocked: the router generated through the ingress.
-    graph = {"ingress": {"rag-docs", "retriever-docs"}, "rag-docs": {"ingress", "retriever-docs"}}
-    assert find_cycle(graph) == ["ingress", "rag-docs", "ingress"]
-    assert find_cycle({"ingress": {"rag-docs"}, "rag-docs": {"llm-m"}, "llm-m": set()}) is None
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_config_builds_an_acyclic_app(path) -> None:
     graph = call_graph(build_app(load_config(path)))

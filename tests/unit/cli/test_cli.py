@@ -124,16 +124,16 @@ def test_build_refuses_a_bad_config(bad_config: Path, tmp_path: Path, capsys) ->
     assert "models[1].id" in capsys.readouterr().err
 
 
-def test_models_list(capsys) -> None:
+def test_models_list_names_every_builtin_as_a_config_source(capsys) -> None:
+    from llmserve.config import validate_config_dict
+    from llmserve.models import BUILTIN_PREFIX, BUILTINS, builtin_models
+
     assert main(["models", "list"]) == 0
-    out = capsys.readouterr().out
-    names = [line.split("\t")[0] for line in out.strip().splitlines()]
-    assert names == [
-        "builtin:smollm2-135m-instruct",
-        "builtin:all-minilm-l6-v2",
-        "builtin:tiny-llama",
-    ]
-    assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in out.splitlines())
+    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows == [[BUILTIN_PREFIX + name, m.description] for name, m in BUILTINS.items()]
+    # Each listed name is a config `source` that names that built-in.
+    models = [{"id": f"m{i}", "source": source} for i, (source, _) in enumerate(rows)]
+    assert builtin_models(validate_config_dict({"models": models})) == sorted(BUILTINS)
 
 
 def test_models_prepare_rejects_an_unknown_name(capsys) -> None:

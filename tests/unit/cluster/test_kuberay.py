@@ -10,10 +10,14 @@ import jsonschema
 import pytest
 import yaml
 
+from llmserve.builder.serve_config import serve_config
 from llmserve.cli.main import EXIT_CONFIG, main
-from llmserve.cluster.kuberay import IMAGE_CONFIG_DIR
+from llmserve.cluster.kuberay import IMAGE_CONFIG_DIR, pods_per_replica
+from llmserve.cluster.needs import engine_needs
 from llmserve.config import load_config, validate_config_dict
-from llmserve.runtime import lifecycle as runtime
+from llmserve.engine.device import summed
+from llmserve.literals import PLACEMENT_STRATEGIES
+from llmserve.runtime.ray import serve_env
 from tests.conftest import CONFIGS, ROOT
 
 pytestmark = pytest.mark.unit
@@ -75,16 +79,13 @@ def test_every_shipped_config_gives_a_valid_rayservice(validator, config: Path, 
     assert manifest["kind"] == "RayService"
     cluster = manifest["spec"]["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
-    # Serve's direct-ingress flags on every pod, head and workers.
+    # Every pod, head and workers, starts Ray with the flags a local Ray gets
+    # (direct ingress, the user-code thread, the idle-cost settings), and only those.
     pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for pod in pods:
         [container] = pod["template"]["spec"]["containers"]
-        env = {e["name"]: e for e in container["env"]}
-        for name, value in runtime.DIRECT_INGRESS_ENV.items():
-            assert env[name]["value"] == value
-        # ... and the settings that cut Ray's idle CPU, as on a local Ray.
-        for name, value in load_config(config).ray.process_env().items():
-            assert env[name]["value"] == value
+        values = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        assert values == serve_env(load_config(config).ray)
 
 
 def _serve_config(manifest: dict) -> dict:
@@ -94,7 +95,7 @@ def _serve_config(manifest: dict) -> dict:
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_serve_config_is_what_build_writes_with_the_config_inline(config: Path, tmp_path) -> None:
     served = _serve_config(_build(config, tmp_path))
-    built = runtime.serve_config(config, load_config(config))
+    built = serve_config(config, load_config(config))
     [app], [built_app] = served["applications"], built["applications"]
     args = app.pop("args")
     built_app.pop("args")
@@ -203,3 +204,34 @@ def test_without_output_the_manifest_goes_to_stdout(validator, capsys) -> None:
     manifest = yaml.safe_load(captured.out)
     assert _errors(validator, manifest) == []
     assert "worker group gpu8: 8 GPUs per pod, 2-2 pods (start 2)" in captured.err
+
+
+def test_every_auto_engine_is_planned_and_only_those(tmp_path: Path) -> None:
+    data = {
+        "models": [
+            {"id": "m", "source": "org/m", "device": "auto"},
+            {"id": "n", "source": "org/n", "device": "cpu"},
+        ],
+        "embedders": [{"id": "e", "source": "org/e", "device": "auto"}],
+        "rerankers": [{"id": "r", "source": "org/r", "device": "auto"}],
+    }
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(data))
+    inline = _serve_config(_build(path, tmp_path))["applications"][0]["args"]["config"]
+    for engine in validate_config_dict(data).engines():
+        planned = "gpu" if engine.config.device == "auto" else engine.config.device
+        assert inline[engine.section][engine.index]["device"] == planned, engine.path
+
+
+@pytest.mark.parametrize("strategy", PLACEMENT_STRATEGIES)
+def test_every_strategy_gets_pods_holding_its_bundles(strategy: str) -> None:
+    model = {"id": "m", "source": "org/m", "device": "gpu"}
+    model["parallelism"] = {
+        "tensor_parallel_size": 2,
+        "pipeline_parallel_size": 2,
+        "placement_strategy": strategy,
+    }
+    [need] = engine_needs(validate_config_dict({"models": [model]}), lambda d: d)
+    pods = pods_per_replica(need)
+    assert summed(pods) == summed(need.bundles)
+    assert len(pods) == {"STRICT_PACK": 1, "PACK": 2, "SPREAD": 4, "STRICT_SPREAD": 4}[strategy]
