@@ -8,6 +8,7 @@ ingress (``LocalPipeline``), so generation never re-enters the ingress.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -57,7 +58,8 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         routes.backends.append(name)
 
     for p in config.pipelines:
-        tokenizer = resolve_source(config.get_model(p.generator).source, home, prepare=False)
+        generator = config.get_model(p.generator).source
+        tokenizer = resolve_source(generator, Path(home), prepare=False)
         reranker = rerankers[p.reranker] if p.reranker else None
         card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
         if p.generator == config.ingress.fused_model:

@@ -32,7 +32,7 @@ from llmserve.compat.ray import bind_with_version, bound_deployment
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 # Config fields a running replica takes without a restart.
-_APPLIED_IN_PLACE = {"deployment": True, "lora": {"adapters": True}}
+_APPLIED_IN_PLACE: dict[str, Any] = {"deployment": True, "lora": {"adapters": True}}
 
 
 def bind(deployment: Deployment, *args: Any) -> Application:

@@ -112,7 +112,7 @@ class CorpusConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> CorpusConfig:
-        issues = []
+        issues: list[tuple[Loc, str]] = []
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             issues.append(
                 (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.errors import Loc
@@ -39,7 +39,7 @@ def _items(data: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str
     return [(i, item) for i, item in enumerate(items) if isinstance(item, Mapping)]
 
 
-def _get(item: Mapping[str, Any], model: type, name: str) -> Any:
+def _get(item: Mapping[str, Any], model: type[BaseModel], name: str) -> Any:
     if name in item:
         return item[name]
     return model.model_fields[name].get_default(call_default_factory=True)
@@ -81,7 +81,7 @@ def _check_ref(value: Any, section: str, owners: dict, loc: Loc, issues: Issues)
 
 def _check_adapter_ids(data: Mapping[str, Any], served: dict, issues: Issues) -> None:
     """LoRA adapter ids are model names to clients too: unique among all of them."""
-    seen: dict[str, str] = {}
+    seen: dict[str, Any] = {}
     for i, item in _items(data, "models"):
         lora = item.get("lora")
         adapters = lora.get("adapters") if isinstance(lora, Mapping) else None
@@ -150,7 +150,8 @@ def _check_responses_store(data: Mapping[str, Any], issues: Issues) -> None:
     """vLLM's Responses store (``previous_response_id``) is one process's memory, so a
     model that stores responses must have exactly one replica: the ingress's when it is
     the fused model, its own otherwise."""
-    ingress = data.get("ingress") if isinstance(data.get("ingress"), Mapping) else {}
+    raw_ingress = data.get("ingress")
+    ingress: Mapping[str, Any] = raw_ingress if isinstance(raw_ingress, Mapping) else {}
     for i, model in _items(data, "models"):
         env = model.get("env_vars")
         if not isinstance(env, Mapping) or str(env.get(RESPONSES_STORE, "0")) in ("0", ""):

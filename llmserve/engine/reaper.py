@@ -61,6 +61,7 @@ def reap_on_exit(processes: set[tuple[int, float]]) -> None:
                 text=True,
             )
         lines = "".join(f"{pid} {started!r}\n" for pid, started in sorted(processes))
+        assert _reaper.stdin is not None  # Popen(stdin=PIPE)
         _reaper.stdin.write(lines)
         _reaper.stdin.flush()
 

@@ -166,6 +166,7 @@ class StreamState:
 
     def continuation(self) -> dict[str, Any]:
         """A ``completions`` request that continues the stream where the client is."""
+        assert self.prompt_ids is not None, "can_resume() is checked first"
         body = {k: v for k, v in self.body.items() if k not in NOT_CARRIED}
         body |= {
             "model": self.body["model"],

@@ -443,9 +443,13 @@ class ChunkStore:
         # Hybrid legs can't name their score columns (each leg only has one of
         # them), so hybrid selects everything and drops the vector afterwards.
         columns = [name for name in table.schema.names if name != "vector"]
+        # Dense and hybrid search need the query vector; bm25 does not.
+        query_vector = list(vector) if vector is not None else None
+        if mode != "bm25" and query_vector is None:
+            raise ValueError(f"{mode} search needs a query vector")
         if mode == "dense":
             query = (
-                table.search(list(vector), vector_column_name="vector", query_type="vector")
+                table.search(query_vector, vector_column_name="vector", query_type="vector")
                 .distance_type("cosine")
                 .select([*columns, DISTANCE_COLUMN])
             )
@@ -458,7 +462,7 @@ class ChunkStore:
 
             query = (
                 table.search(query_type="hybrid", vector_column_name="vector", fts_columns="text")
-                .vector(list(vector))
+                .vector(query_vector)
                 .text(text)
                 .distance_type("cosine")
                 .rerank(RRFReranker(K=RRF_K))

@@ -62,7 +62,7 @@ class _Handler:
 class LLMServer:
     """Serves one model. Its Serve health check is the engine's health check."""
 
-    async def __init__(self, model, home: str | None = None):
+    async def __init__(self, model, home: str | None = None):  # type: ignore[misc]  # Serve awaits it
         # Serve awaits an async constructor; start the engine before serving.
         await self._start(model, home, restart_in_place=False)
 
