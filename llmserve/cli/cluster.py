@@ -72,7 +72,7 @@ def write_kuberay(args: argparse.Namespace, config: AppConfig) -> int:
         args.output.write_text(text)
     # The summary goes to stderr when the manifest itself goes to stdout.
     info = sys.stdout if args.output else sys.stderr
-    [manifest, policy] = manifests
+    [policy, manifest] = manifests
     for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
         gpus = g["rayStartParams"]["num-gpus"]
         print(

@@ -276,7 +276,11 @@ def kuberay_manifests(
     auto_device: str = "gpu",
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
 ) -> list[dict[str, Any]]:
-    """The RayService and the NetworkPolicy that locks its Ray pods down."""
+    """The NetworkPolicy that locks the Ray pods down, and the RayService.
+
+    The policy comes first: ``kubectl apply`` creates them in order, so the
+    policy exists before the operator creates any pod.
+    """
     service = rayservice(
         config,
         raw_config,
@@ -292,7 +296,7 @@ def kuberay_manifests(
         dashboard_port=DASHBOARD_PORT,
         operator_namespace=operator_namespace,
     )
-    return [service, policy]
+    return [policy, service]
 
 
 def dump_manifest(manifests: Sequence[dict[str, Any]]) -> str:

@@ -71,8 +71,8 @@ def ray_auth(secret: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     autoscaler containers too) the token from ``secret``, and its own dashboard
     client uses it. The containers name it as well: an operator older than
     ``authOptions`` (KubeRay 1.5.1) prunes the field, and Ray must then still
-    start with token auth, so that the deploy fails instead of running an open
-    control plane.
+    start with token auth, so that the deploy never becomes ready instead of
+    running an open control plane.
     """
     mode, token = RAY_AUTH_ENV
     options = {"mode": "token", "secretName": secret}

@@ -320,7 +320,8 @@ def test_the_printed_commands_create_the_secret_and_apply_both_documents(
     assert f'--from-literal={RAY_TOKEN_KEY}="$(openssl rand -hex 32)"' in printed
     assert f"kubectl apply -f {out}" in printed
     text = out.read_text()
-    assert [d["kind"] for d in yaml.safe_load_all(text)] == ["RayService", "NetworkPolicy"]
+    # The policy first: it exists before the operator creates any pod.
+    assert [d["kind"] for d in yaml.safe_load_all(text)] == ["NetworkPolicy", "RayService"]
     assert "*id0" not in text  # no YAML aliases: each document reads on its own
 
 

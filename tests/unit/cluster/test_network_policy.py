@@ -8,14 +8,16 @@ for a few kinds of caller.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, ROOT
 from tests.unit.cluster.test_kuberay import _errors, _strict, build_documents, crd_schema
 
 pytestmark = pytest.mark.unit
@@ -86,8 +88,8 @@ def documents(tmp_path_factory) -> Callable[..., Documents]:
     def get(*extra: str) -> Documents:
         if extra not in built:
             tmp = tmp_path_factory.mktemp("kuberay")
-            rayservice, policy = build_documents(CONFIGS / "gpu-tp2.yaml", tmp, *extra)
-            assert (rayservice["kind"], policy["kind"]) == ("RayService", "NetworkPolicy")
+            policy, rayservice = build_documents(CONFIGS / "gpu-tp2.yaml", tmp, *extra)
+            assert (policy["kind"], rayservice["kind"]) == ("NetworkPolicy", "RayService")
             built[extra] = (rayservice, policy)
         return copy.deepcopy(built[extra])
 
@@ -218,3 +220,22 @@ def test_the_policy_is_named_after_and_selects_its_own_rayservice(documents) -> 
     # Two RayServices in one namespace do not open their ports to each other.
     for pod in _ray_pods(first):
         assert not admitted(first_policy, pod, Caller(labels=_ray_pods(second)[0]), 8265)
+
+
+def _documented_policies() -> list[dict[str, Any]]:
+    """The NetworkPolicies in docs/kubernetes.md's YAML blocks."""
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    docs = [d for block in blocks for d in yaml.safe_load_all(block)]
+    return [d for d in docs if isinstance(d, dict) and d.get("kind") == "NetworkPolicy"]
+
+
+def test_the_documented_policies_are_valid_and_do_what_the_docs_say(validator, documents) -> None:
+    metrics, written = _documented_policies()
+    rayservice, policy = documents()
+    assert written == policy  # the example is what the build writes
+    assert _errors(validator, metrics) == []
+    prometheus = Caller(labels={"app": "prometheus"}, namespace="monitoring")
+    [head, *_] = _ray_pods(rayservice)
+    assert admitted(metrics, head, prometheus, 8080)
+    assert not admitted(policy, head, prometheus, 8080)
