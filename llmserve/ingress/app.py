@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from llmserve.config import IngressConfig
 from llmserve.ingress.admission import AdmissionGate
@@ -133,7 +134,11 @@ def _make_endpoint(endpoint: Endpoint, targets: dict[str, Target]):  # noqa: ANN
     id_field = endpoint.id_field
 
     async def serve_endpoint(request: Request) -> Response:
-        body = parse_json(await request.body())
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone mid-request: nobody to answer, nothing to log
+            return Response(status_code=499)
+        body = parse_json(raw)
         target_id = body.get(id_field)
         if not isinstance(target_id, str) or not target_id:
             raise APIError(400, f"you must provide a '{id_field}' parameter", param=id_field)

@@ -85,6 +85,13 @@ def _settled(url: str, within_s: float) -> dict[str, float]:
         time.sleep(0.5)
 
 
+def _wait_admitted(url: str, count: int, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while _gauges(url)["admitted:tiny"] < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _gauges(url)["admitted:tiny"] == count
+
+
 def _chat(url: str, model: str) -> int:
     body = {"model": model, "messages": QUESTION, "max_tokens": 4}
     return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code
@@ -104,19 +111,23 @@ def test_clients_that_stop_reading_lose_their_slots_and_their_engine_work(load_a
     request = _request(
         url, "/v1/chat/completions", {"model": "tiny", "messages": QUESTION} | HEAVY_STREAM
     )
-    readers = [_connect(url, rcvbuf=4096) for _ in range(CAPACITY)]
+    running, queued = LIMITS["max_ongoing_requests"], LIMITS["max_queued_requests"]
+    readers = [_connect(url, rcvbuf=4096) for _ in range(running)]
+    waiting = [_connect(url) for _ in range(queued)]
     try:
         for sock in readers:
             sock.sendall(request)  # ... and never read a byte
-        deadline = time.monotonic() + 60
-        while _gauges(url)["admitted:tiny"] < CAPACITY and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _gauges(url)["admitted:tiny"] == CAPACITY  # every slot and queue place taken
+        _wait_admitted(url, running)
+        for sock in waiting:
+            sock.sendall(request)
+        _wait_admitted(url, CAPACITY)  # every slot and queue place taken
         assert _chat(url, "tiny") == 429
+        for sock in waiting:  # these leave (freed at once); the readers stay, stalled
+            _reset(sock)
         started = time.monotonic()
         gauges = _settled(url, within_s=150)
         freed_after = time.monotonic() - started
-        print(f"\n{CAPACITY} non-reading streams freed after {freed_after:.1f} s: {gauges}")
+        print(f"\n{running} non-reading streams freed after {freed_after:.1f} s: {gauges}")
         assert not any(gauges.values()), gauges
         assert _chat(url, "tiny") == 200
     finally:

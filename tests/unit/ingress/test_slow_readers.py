@@ -144,3 +144,20 @@ def test_a_stream_response_dropped_unsent_frees_the_slot() -> None:
 
     asyncio.run(run())
     assert model.closed == 1
+
+
+def test_a_client_gone_mid_request_is_no_error() -> None:
+    """Reset while sending its body: no 500, no traceback, the model never asked."""
+    model = Streamer()
+    app = _app(model)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(_scope(), receive, send), 10))
+    assert sent[0]["status"] == 499
+    assert model.closed == 0 and _running() == 0
