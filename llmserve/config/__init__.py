@@ -4,6 +4,7 @@ from llmserve.config.app import AppConfig, RayConfig
 from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig
 from llmserve.config.errors import ConfigError, ConfigIssue
 from llmserve.config.ingress import ApiKey, ApiKeyFromEnv, IngressConfig
+from llmserve.config.limits import EmbedderLimits, GenerationLimits, RerankerLimits
 from llmserve.config.loader import load_config, validate_config_dict
 from llmserve.config.model import Device, EngineConfig, ModelConfig
 from llmserve.config.parallel import ParallelismConfig, PlacementStrategy
@@ -28,7 +29,9 @@ __all__ = [
     "DeploymentConfig",
     "Device",
     "EmbedderConfig",
+    "EmbedderLimits",
     "EngineConfig",
+    "GenerationLimits",
     "IngressConfig",
     "ModelConfig",
     "ParallelismConfig",
@@ -36,6 +39,7 @@ __all__ = [
     "PlacementStrategy",
     "RayConfig",
     "RerankerConfig",
+    "RerankerLimits",
     "RerankerKind",
     "RetrieverConfig",
     "SearchMode",

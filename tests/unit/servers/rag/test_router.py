@@ -282,8 +282,8 @@ async def test_no_sources_when_the_request_asks_for_none() -> None:
 @pytest.mark.parametrize(
     ("rag", "param", "message"),
     [
-        ({"top_k": 6}, "rag.top_k", "rag.top_k must be <= 5 for pipeline 'docs'"),
-        ({"top_n": 4}, "rag.top_n", "rag.top_n must be <= 3 for pipeline 'docs'"),
+        ({"top_k": 6}, "rag.top_k", "rag.top_k must be at most 5 for 'docs' (got 6)"),
+        ({"top_n": 4}, "rag.top_n", "rag.top_n must be at most 3 for 'docs' (got 4)"),
         ({"top_k": 0}, "rag.top_k", None),
         ({"mode": "fuzzy"}, "rag.mode", None),
         ({"surprise": 1}, "rag.surprise", None),
@@ -537,7 +537,7 @@ async def test_retrieve_answers_the_retrievers_hits() -> None:
         (
             {"pipeline": "docs", "query": "q", "top_k": 6},
             "top_k",
-            "top_k must be <= 5 for pipeline 'docs'",
+            "top_k must be at most 5 for 'docs' (got 6)",
         ),
     ],
 )
