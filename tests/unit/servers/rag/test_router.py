@@ -323,6 +323,38 @@ async def test_a_chat_request_without_a_question_is_400(messages: Any, message: 
     assert generator.calls == []
 
 
+QUESTION = {"role": "user", "content": "What builds the index?"}
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([5, QUESTION], "messages[0]"),
+        (
+            [QUESTION, {"role": "user", "content": [{"type": "text", "text": 123}]}],
+            "messages[1].content[0].text",
+        ),
+        ([{"role": ["user"], "content": "q"}, QUESTION], "messages[0].role"),
+        ([QUESTION, {"role": "assistant", "content": {"text": "a"}}], "messages[1].content"),
+        ([{"role": "user", "content": ["q"]}], "messages[0].content[0]"),
+        (
+            [{"role": "user", "content": [{"type": None, "text": "q"}]}],
+            "messages[0].content[0].type",
+        ),
+    ],
+)
+async def test_a_message_a_pipeline_cannot_read_is_400_naming_it_before_any_retrieval(
+    messages: list[Any], param: str
+) -> None:
+    generator = FakeGenerator([CHAT_ANSWER])
+    retriever = FakeRetriever()
+    body = {"model": "docs", "messages": messages}
+    error = _error(await _collect(_router(generator, retriever), Endpoint.CHAT, body))
+    assert (error["code"], error["param"]) == (400, param)
+    assert error["message"].startswith(param)
+    assert retriever.queries == [] and generator.calls == []
+
+
 @pytest.mark.parametrize(
     "raised",
     [
@@ -506,7 +538,7 @@ async def test_responses_input_a_pipeline_cannot_search_is_400() -> None:
     generator = FakeGenerator([_response([MESSAGE])])
     body = {"model": "docs", "input": [{"type": "function_call_output", "call_id": "c"}]}
     error = _error(await _collect(_router(generator), Endpoint.RESPONSES, body))
-    assert (error["code"], error["param"]) == (400, "input")
+    assert (error["code"], error["param"]) == (400, "input[0].type")
     error = _error(await _collect(_router(generator), Endpoint.RESPONSES, {"input": " "}))
     assert (error["code"], error["param"], error["message"]) == (400, "input", "the query is empty")
     assert generator.calls == []
