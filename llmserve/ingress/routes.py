@@ -4,8 +4,8 @@ The builder (``builder/app.py``, ``builder/rag.py``) decides everything about
 an id here: which deployment answers it (or that it runs in the ingress's own
 process), which endpoints it answers, its timeout and admission limits, its
 per-request cost caps, whether its streams resume, its LoRA base and its
-``/v1/models`` card. The
-ingress only looks ``routes[id]`` up and checks the endpoint.
+``/v1/models`` card. The ingress only looks ``routes[id]`` up and checks the
+endpoint and the caps.
 """
 
 from __future__ import annotations
