@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from llmserve.config import IngressConfig
+from llmserve.ingress import caps
 from llmserve.ingress.admission import AdmissionGate
 from llmserve.ingress.body import parse_json
 from llmserve.ingress.call import Target, call, error_response
@@ -145,6 +146,8 @@ def _make_endpoint(endpoint: Endpoint, targets: dict[str, Target]):  # noqa: ANN
         target = targets.get(target_id)
         if target is None:
             raise APIError(404, f"Could not find model '{target_id}'", param=id_field)
+        # Before admission and any handle call: a request past a cap costs nothing.
+        caps.check(target.route.caps, endpoint, body, target_id)
         return await call(target, endpoint, body, RequestMeta.from_headers(request.headers))
 
     serve_endpoint.__name__ = f"create_{endpoint}"
