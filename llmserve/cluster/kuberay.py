@@ -31,11 +31,13 @@ import yaml
 from llmserve.cluster.needs import NO_PLACEMENT_GROUP, EngineNeed, engine_needs
 from llmserve.config import ApiKeyFromEnv, AppConfig, AppEngine, ConfigError, ConfigIssue
 from llmserve.engine.device import summed
-from llmserve.runtime.ray import serve_env
+from llmserve.runtime.ray import Install, serve_env
 
 API_VERSION = "ray.io/v1"
 IMAGE_CONFIG_DIR = "/app/configs"
 """Where relative paths in the inline config resolve in the pod: the images' config folder."""
+IMAGE_INSTALL = Install(python="/app/.venv/bin/python", package="/app/llmserve")
+"""Where llmserve is in the images (docker/): Ray's HAProxy starts llmserve's launcher."""
 DEFAULT_IMAGES = {"gpu": "llmserve:gpu", "cpu": "llmserve:cpu"}
 DEFAULT_SECRET = "llmserve-secrets"
 HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001}
@@ -131,7 +133,7 @@ def _from_secret(name: str, secret: str, optional: bool = False) -> dict[str, An
 
 def pod_env(config: AppConfig) -> list[dict[str, Any]]:
     """The Ray and Serve flags llmserve sets on a local Ray (``serve_env``), for every pod."""
-    return [{"name": k, "value": v} for k, v in serve_env(config.ray).items()]
+    return [{"name": k, "value": v} for k, v in serve_env(config, IMAGE_INSTALL).items()]
 
 
 def pod_serve_config(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import yaml
 
 from llmserve.builder.serve_config import serve_config
 from llmserve.cli.main import EXIT_CONFIG, main
-from llmserve.cluster.kuberay import IMAGE_CONFIG_DIR, pods_per_replica
+from llmserve.cluster.kuberay import IMAGE_CONFIG_DIR, IMAGE_INSTALL, pods_per_replica
 from llmserve.cluster.needs import engine_needs
 from llmserve.config import load_config, validate_config_dict
 from llmserve.engine.device import summed
@@ -85,7 +86,7 @@ def test_every_shipped_config_gives_a_valid_rayservice(validator, config: Path, 
     for pod in pods:
         [container] = pod["template"]["spec"]["containers"]
         values = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-        assert values == serve_env(load_config(config).ray)
+        assert values == serve_env(load_config(config), IMAGE_INSTALL)
 
 
 def _serve_config(manifest: dict) -> dict:
@@ -157,6 +158,7 @@ def test_one_group_per_accelerator_shape(tmp_path: Path, validator) -> None:
 
 def test_api_keys_come_from_the_secret(tmp_path: Path) -> None:
     manifest = _build(CONFIGS / "gpu-tp2.yaml", tmp_path, "--secret", "my-keys")
+    flags = serve_env(load_config(CONFIGS / "gpu-tp2.yaml"), IMAGE_INSTALL)
     for pod in [manifest["spec"]["rayClusterConfig"]["headGroupSpec"], *_groups(manifest)]:
         [container] = pod["template"]["spec"]["containers"]
         env = {e["name"]: e for e in container["env"]}
@@ -165,7 +167,8 @@ def test_api_keys_come_from_the_secret(tmp_path: Path) -> None:
             "valueFrom": {"secretKeyRef": {"name": "my-keys", "key": "LLMSERVE_API_KEY"}},
         }
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
-        assert all("value" not in e for n, e in env.items() if not n.startswith("RAY_"))
+        # Only the Ray and Serve flags are literal values; nothing secret is.
+        assert all("value" not in e for n, e in env.items() if n not in flags)
 
 
 def test_a_literal_api_key_is_refused(tmp_path: Path, capsys) -> None:
@@ -235,3 +238,14 @@ def test_every_strategy_gets_pods_holding_its_bundles(strategy: str) -> None:
     pods = pods_per_replica(need)
     assert summed(pods) == summed(need.bundles)
     assert len(pods) == {"STRICT_PACK": 1, "PACK": 2, "SPREAD": 4, "STRICT_SPREAD": 4}[strategy]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_the_images_have_llmserve_where_the_pods_haproxy_looks_for_it(dockerfile: str) -> None:
+    """Ray's HAProxy in a pod starts llmserve's launcher from IMAGE_INSTALL's folder."""
+    text = (ROOT / "docker" / dockerfile).read_text()
+    assert "\nWORKDIR /app\n" in text
+    assert re.search(r"^COPY \S+ llmserve \./llmserve$", text, re.MULTILINE)
+    assert IMAGE_INSTALL.package == "/app/llmserve"
+    assert "PATH=/app/.venv/bin:$PATH" in text
+    assert IMAGE_INSTALL.python == "/app/.venv/bin/python"
