@@ -41,7 +41,12 @@ from llmserve.cluster.network_policy import (
     network_policy,
     ray_pod_labels,
 )
-from llmserve.cluster.pod_env import DEFAULT_SECRET, pod_env, ray_auth, secret_env
+from llmserve.cluster.pod_env import (
+    DEFAULT_SECRET,
+    pod_env,
+    ray_auth,
+    secret_env,
+)
 from llmserve.config import AppConfig, AppEngine
 from llmserve.engine.device import summed
 

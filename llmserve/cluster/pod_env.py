@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from llmserve.config import ApiKeyFromEnv, AppConfig, ConfigError, ConfigIssue
-from llmserve.runtime.ray import serve_env
+from llmserve.runtime.ray import Install, serve_env
 
 DEFAULT_SECRET = "llmserve-secrets"
+IMAGE_INSTALL = Install(python="/app/.venv/bin/python", package="/app/llmserve")
+"""Where llmserve is in the images (docker/): Ray's HAProxy starts llmserve's launcher."""
 RAY_TOKEN_KEY = "auth_token"
 """The Secret key KubeRay reads the Ray token from (``authOptions.secretName``)."""
 
@@ -28,7 +30,7 @@ def secret_env(config: AppConfig, secret: str) -> list[dict[str, Any]]:
     Refused: a literal key, and a key named like the Ray token or a variable
     the manifest sets itself (the API key would be, or replace, the Ray token).
     """
-    taken = {RAY_TOKEN_KEY, *RAY_AUTH_ENV, *serve_env(config.ray)}
+    taken = {RAY_TOKEN_KEY, *RAY_AUTH_ENV, *serve_env(config, IMAGE_INSTALL)}
     issues = []
     for i, key in enumerate(config.ingress.api_keys):
         if isinstance(key, str):
@@ -61,7 +63,7 @@ def _from_secret(
 
 def pod_env(config: AppConfig) -> list[dict[str, Any]]:
     """The Ray and Serve flags llmserve sets on a local Ray (``serve_env``), for every pod."""
-    return [{"name": k, "value": v} for k, v in serve_env(config.ray).items()]
+    return [{"name": k, "value": v} for k, v in serve_env(config, IMAGE_INSTALL).items()]
 
 
 def ray_auth(secret: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -24,7 +24,7 @@ from llmserve.cluster.kuberay import (
     worker_start_params,
 )
 from llmserve.cluster.needs import EngineNeed, engine_needs
-from llmserve.cluster.pod_env import RAY_TOKEN_KEY
+from llmserve.cluster.pod_env import IMAGE_INSTALL, RAY_TOKEN_KEY
 from llmserve.config import load_config, validate_config_dict
 from llmserve.engine.device import summed
 from llmserve.literals import PLACEMENT_STRATEGIES
@@ -113,7 +113,7 @@ def test_every_shipped_config_gives_a_valid_rayservice(validator, config: Path, 
     # auth, and only those.
     for container in _containers(manifest):
         values = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-        assert values == serve_env(load_config(config).ray) | {"RAY_AUTH_MODE": "token"}
+        assert values == serve_env(load_config(config), IMAGE_INSTALL) | {"RAY_AUTH_MODE": "token"}
 
 
 def _serve_config(manifest: dict) -> dict:
@@ -185,6 +185,7 @@ def test_one_group_per_accelerator_shape(tmp_path: Path, validator) -> None:
 
 def test_api_keys_come_from_the_secret(tmp_path: Path) -> None:
     manifest = _build(CONFIGS / "gpu-tp2.yaml", tmp_path, "--secret", "my-keys")
+    flags = serve_env(load_config(CONFIGS / "gpu-tp2.yaml"), IMAGE_INSTALL)
     for pod in [manifest["spec"]["rayClusterConfig"]["headGroupSpec"], *_groups(manifest)]:
         [container] = pod["template"]["spec"]["containers"]
         env = {e["name"]: e for e in container["env"]}
@@ -193,7 +194,8 @@ def test_api_keys_come_from_the_secret(tmp_path: Path) -> None:
             "valueFrom": {"secretKeyRef": {"name": "my-keys", "key": "LLMSERVE_API_KEY"}},
         }
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
-        assert all("value" not in e for n, e in env.items() if not n.startswith("RAY_"))
+        # Only the Ray and Serve flags and the auth mode are literal values; nothing secret is.
+        assert all("value" not in e for n, e in env.items() if n not in {*flags, "RAY_AUTH_MODE"})
 
 
 def test_ray_token_auth_is_on_with_the_token_from_the_secret(tmp_path: Path) -> None:
@@ -404,3 +406,14 @@ def test_every_strategy_gets_pods_holding_its_bundles(strategy: str) -> None:
     pods = pods_per_replica(need)
     assert summed(pods) == summed(need.bundles)
     assert len(pods) == {"STRICT_PACK": 1, "PACK": 2, "SPREAD": 4, "STRICT_SPREAD": 4}[strategy]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_the_images_have_llmserve_where_the_pods_haproxy_looks_for_it(dockerfile: str) -> None:
+    """Ray's HAProxy in a pod starts llmserve's launcher from IMAGE_INSTALL's folder."""
+    text = (ROOT / "docker" / dockerfile).read_text()
+    assert "\nWORKDIR /app\n" in text
+    assert re.search(r"^COPY \S+ llmserve \./llmserve$", text, re.MULTILINE)
+    assert IMAGE_INSTALL.package == "/app/llmserve"
+    assert "PATH=/app/.venv/bin:$PATH" in text
+    assert IMAGE_INSTALL.python == "/app/.venv/bin/python"
