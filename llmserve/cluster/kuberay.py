@@ -102,19 +102,20 @@ def worker_groups(needs: Sequence[EngineNeed]) -> list[WorkerGroup]:
 
 def secret_env(config: AppConfig, secret: str) -> list[dict[str, Any]]:
     """API keys (and an optional HF_TOKEN) from the Secret; literal keys are refused."""
-    literal = [i for i, key in enumerate(config.ingress.api_keys) if isinstance(key, str)]
+    refs = config.ingress.key_refs()
+    literal = [path for path, key in refs if isinstance(key, str)]
     if literal:
         raise ConfigError(
             [
                 ConfigIssue(
-                    f"ingress.api_keys[{i}]",
+                    f"ingress.{path}",
                     "a literal key would be written into the manifest; use {env: NAME} "
                     f"and put the key in the Kubernetes Secret '{secret}'",
                 )
-                for i in literal
+                for path in literal
             ]
         )
-    names = [k.env for k in config.ingress.api_keys if isinstance(k, ApiKeyFromEnv)]
+    names = [key.env for _, key in refs if isinstance(key, ApiKeyFromEnv)]
     env = [_from_secret(name, secret) for name in dict.fromkeys(names)]
     if "HF_TOKEN" not in names:
         # Gated Hugging Face models (Llama) need it; the pods start without it.
