@@ -172,9 +172,9 @@ def _bucket(per_minute: int | None, replicas: Callable[[], int], clock: Clock) -
 def duration(seconds: float) -> str:
     """A duration as OpenAI writes it in ``x-ratelimit-reset-*`` (Go's format): ``20ms``,
     ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
-    if seconds < 1:
-        return f"{math.ceil(seconds * 1000)}ms"
-    ms = math.ceil(seconds * 1000)
+    ms = math.ceil(round(seconds * 1000, 6))  # rounded first: no 51ms for 0.05 s
+    if ms < 1000:
+        return f"{ms}ms"
     hours, ms = divmod(ms, 3_600_000)
     minutes, ms = divmod(ms, 60_000)
     secs = f"{ms / 1000:.3f}".rstrip("0").rstrip(".")

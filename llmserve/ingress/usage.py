@@ -21,8 +21,8 @@ from llmserve.observability import metrics
 from llmserve.openai import sse
 from llmserve.servers.protocol import Endpoint
 
-_USAGE = b'"usage":{'
-_COMPLETED = b'"type":"response.completed"'
+_USAGE = b'"usage"'
+_COMPLETED = b"event: response.completed\n"
 
 
 DEFAULT_COMPLETION_RESERVE = 1024
@@ -82,16 +82,17 @@ class Account:
     def event(self, data: bytes) -> bool:
         """Read one streamed event on its way to the client; whether to send it (not: the
         usage chunk the ingress asked for and the client did not)."""
-        if _USAGE in data:
-            chunk = sse.parse_data(data.decode())
-            if chunk is not None:
-                self._record(chunk.get("usage"))
-                if not self.wants_usage and chunk.get("choices") == []:
-                    return False
-        elif _COMPLETED in data:
+        if data.startswith(_COMPLETED):
             _, payload = sse.parse_typed_event(data.decode())
             response = payload.get("response")
             self._record(response.get("usage") if isinstance(response, dict) else None)
+        elif _USAGE in data:
+            chunk = sse.parse_data(data.decode())
+            if chunk is not None:
+                usage = chunk.get("usage")
+                self._record(usage)
+                if not self.wants_usage and usage and chunk.get("choices") == []:
+                    return False
         return True
 
     def _record(self, usage: Any) -> None:
