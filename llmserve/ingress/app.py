@@ -104,7 +104,12 @@ def build_ingress_app(
     sources = list(routes.metrics_sources)
 
     @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        # Every tenant's usage and every model's name are in it: for the operator's
+        # keys (ingress.api_keys), not for tenants.
+        if request.scope.get(TENANT_SCOPE_KEY, tenants.anonymous) is not tenants.anonymous:
+            message = "/metrics is for the keys in ingress.api_keys, not for tenants"
+            raise APIError(403, message, type="permission_error")
         others = await metrics.scrape(sources, metrics_timeout_s)
         # This replica's own part is read after the others, so that it counts this
         # scrape's errors, and put first: it wins over the copy the broadcast brings,

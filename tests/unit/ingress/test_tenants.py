@@ -155,6 +155,15 @@ def test_v1_models_lists_only_what_the_tenant_may_call(client) -> None:
     assert listed("key-a") == listed("anon") == ["m", "other"]
 
 
+def test_metrics_are_for_the_operators_keys_not_for_tenants(client) -> None:
+    # every tenant's usage and every model's name are in it
+    response = client.get("/metrics", headers={"Authorization": "Bearer key-b1"})
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "permission_error"
+    response = client.get("/metrics", headers={"Authorization": "Bearer anon"})
+    assert response.status_code == 200
+
+
 # --- what the ingress writes into the body ----------------------------------------
 
 
