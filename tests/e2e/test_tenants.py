@@ -136,14 +136,26 @@ def test_the_rate_limit_holds_and_the_openai_sdk_waits_it_out(app) -> None:
     assert last.headers["x-ratelimit-remaining-requests"] == "0"
     assert last.json()["error"]["type"] == "requests"
 
-    sdk = openai.OpenAI(base_url=f"{app}/v1", api_key=KEYS["limited"], max_retries=3)
-    start = time.monotonic()
-    answer = sdk.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
-    )
-    waited = time.monotonic() - start
-    assert answer.http_response.status_code == 200
-    assert 0.3 < waited < 5  # refused, then waited for the next token of the bucket
+    # Empty the bucket so that the next request is at least 0.3 s away; the SDK is then
+    # refused, waits retry-after-ms, and gets through.
+    with httpx.Client(base_url=app, headers=_auth(KEYS["limited"]), timeout=30) as client:
+        while True:
+            response = client.post("/tokenize", json={"model": MODEL, "prompt": "hi"})
+            if response.status_code == 429 and int(response.headers["retry-after-ms"]) >= 300:
+                break
+            if response.status_code == 429:
+                time.sleep(int(response.headers["retry-after-ms"]) / 1000)
+    seen: list[httpx.Response] = []
+    http = httpx.Client(event_hooks={"response": [seen.append]}, timeout=60)
+    sdk = openai.OpenAI(base_url=f"{app}/v1", api_key=KEYS["limited"], http_client=http)
+    with http:
+        start = time.monotonic()
+        answer = sdk.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        waited = time.monotonic() - start
+    assert [r.status_code for r in seen] == [429, 200]
+    assert waited >= int(seen[0].headers["retry-after-ms"]) / 1000 - 0.05
     assert int(answer.headers["x-ratelimit-remaining-tokens"]) < 20_000
 
 
