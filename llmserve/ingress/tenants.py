@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmserve.config import IngressConfig
@@ -105,7 +105,6 @@ class TenantTable:
     def __init__(self, keyed: list[tuple[str, Tenant]], anonymous: Tenant):
         self._keyed = [(key.encode(), tenant) for key, tenant in keyed]
         self.anonymous = anonymous
-        self.tenants = list({id(t): t for _, t in keyed if t is not anonymous}.values())
 
     @classmethod
     def from_keys(cls, api_keys: list[str]) -> TenantTable:
@@ -146,10 +145,6 @@ class TenantTable:
             seen.add(key)
         return cls(keyed, anonymous)
 
-    @property
-    def auth_required(self) -> bool:
-        return bool(self._keyed)
-
     def resolve(self, authorization: bytes) -> Tenant | None:
         """The caller of an ``Authorization`` header; None for a missing or unknown key.
 
@@ -165,9 +160,6 @@ class TenantTable:
             if hmac.compare_digest(token, key) and found is None:
                 found = tenant
         return found
-
-    def __iter__(self) -> Iterator[Tenant]:
-        return iter(self.tenants)
 
 
 TENANT_SCOPE_KEY = "llmserve.tenant"
