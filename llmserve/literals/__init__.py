@@ -25,3 +25,8 @@ PLACEMENT_STRATEGIES: tuple[PlacementStrategy, ...] = get_args(PlacementStrategy
 SearchMode = Literal["hybrid", "dense", "bm25"]
 """How a retriever searches: dense vectors, BM25 full text, or both fused."""
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
+
+Priority = Literal["high", "normal", "low"]
+"""A tenant's priority class: the order of admission under overload (``ingress.tenants``)."""
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+"""Highest first: a class's index is its rank."""

@@ -596,3 +596,25 @@ async def test_an_endpoint_the_pipeline_does_not_serve_is_404() -> None:
     error = _error(await _collect(_router(generator), Endpoint.EMBEDDINGS, {"input": "x"}))
     assert (error["code"], error["message"]) == (404, "'docs' does not serve /v1/embeddings")
     assert generator.calls == []
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        (Endpoint.CHAT, _chat(stream=True)),
+        (Endpoint.RESPONSES, {"model": "docs", "input": "What builds the index?", "stream": True}),
+    ],
+    ids=["chat", "responses"],
+)
+async def test_what_the_ingress_set_for_a_tenant_reaches_the_generator(
+    endpoint: Endpoint, body: Body
+) -> None:
+    # The ingress writes a tenant's cache_salt (and the usage request of a stream) into
+    # the body and its priority into meta: a pipeline's generator must get all of them.
+    generator = FakeGenerator([error_body(503, "no matter here")])
+    meta = RequestMeta(tenant="team-a", priority="high")
+    tenant_fields = {"cache_salt": "f" * 64, "stream_options": {"include_usage": True}}
+    await _collect(_router(generator), endpoint, {**body, **tenant_fields}, meta)
+    [(_, sent, sent_meta)] = generator.calls
+    assert sent_meta == meta
+    assert {k: sent[k] for k in tenant_fields} == tenant_fields
