@@ -228,6 +228,16 @@ class IngressConfig(BaseModel):
         """No keys on a reachable address, allowed explicitly: worth a loud warning at start."""
         return not self.on_loopback() and not self.api_keys and self.allow_unauthenticated
 
+    def open_warning(self) -> str | None:
+        """What ``llmserve run`` prints and the ingress replica logs when ``serves_openly``."""
+        if not self.serves_openly():
+            return None
+        return (
+            f"WARNING: serving WITHOUT API keys on {self.host}:{self.port} "
+            "(ingress.allow_unauthenticated: true): anyone who can reach this address can use "
+            "every model and pipeline and read every RAG corpus"
+        )
+
     def host_allow_list(self) -> list[str] | None:
         """The Host names answered (normalised, patterns kept); None answers any host."""
         if self.allowed_hosts is not None:
