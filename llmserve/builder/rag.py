@@ -17,6 +17,7 @@ from llmserve.builder import versions
 from llmserve.builder.cards import card
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.config import AppConfig, EmbedderConfig, RerankerConfig
+from llmserve.ingress.caps import Caps
 from llmserve.ingress.routes import Local, LocalPipeline, Route, RouteTable
 from llmserve.models import resolve_source
 from llmserve.rag import index_hint
@@ -63,6 +64,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         reranker = rerankers[p.reranker] if p.reranker else None
         # Its root is its generator's id, not a source.
         pipeline_card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
+        caps = Caps.for_pipeline(p, config.get_model(p.generator).limits)
         if p.generator == config.ingress.fused_model:
             routes.pipelines[p.id] = LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
             routes.add(
@@ -73,6 +75,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                     local=Local.PIPELINE,
                     timeout_s=p.request_timeout_s,
                     limits=p.deployment.limits(),
+                    caps=caps,
                 )
             )
             continue
@@ -90,6 +93,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                 handle=router,
                 deployment=name,
                 timeout_s=p.request_timeout_s,
+                caps=caps,
             )
         )
         routes.metrics_sources.append(router)
@@ -108,8 +112,20 @@ def _bind_engine(
     name = deployment_name(kind, cfg.id)
     options = engine_deployment_options(cfg, config.ingress.retry_after_s)
     bound = versions.bind(serve.deployment(cls).options(name=name, **options), cfg, home)
+    caps = (
+        Caps.for_embedder(cfg.limits)
+        if isinstance(cfg, EmbedderConfig)
+        else Caps.for_reranker(cfg.limits)
+    )
     routes.add(
-        Route(cfg.id, endpoints, card(cfg.id, cfg.source, kind), handle=bound, deployment=name)
+        Route(
+            cfg.id,
+            endpoints,
+            card(cfg.id, cfg.source, kind),
+            handle=bound,
+            deployment=name,
+            caps=caps,
+        )
     )
     routes.metrics_sources.append(bound)
     return bound

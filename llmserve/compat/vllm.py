@@ -150,6 +150,20 @@ def bound_responses_store(
     responses.msg_store = messages
 
 
+def pooling_engine(serving: ServingEmbedding | ServingScores) -> Any:
+    """The engine client a pooling serving object starts its engine requests on.
+
+    vLLM's pooling serving (``PoolingBaseServing._prepare_generators``) calls
+    ``self.engine_client.encode(request_id=..., ...)`` once per input.
+    """
+    return serving.engine_client
+
+
+def set_pooling_engine(serving: ServingEmbedding | ServingScores, engine: Any) -> None:
+    """Have ``serving`` start its engine requests on ``engine`` (a wrapper of its own)."""
+    serving.engine_client = engine
+
+
 # -- vLLM's server flags -----------------------------------------------------------
 
 

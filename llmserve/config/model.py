@@ -10,6 +10,7 @@ from llmserve.config.common import EnvVarName, EnvVarValue, Identifier
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.engine_args import check_engine_kwargs
 from llmserve.config.errors import issues_error
+from llmserve.config.limits import GenerationLimits
 from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.responses_store import ResponsesStoreConfig
@@ -120,6 +121,15 @@ class ModelConfig(EngineConfig):
             "Bounds of vLLM's in-memory Responses store (previous_response_id), used when "
             "env_vars sets VLLM_ENABLE_RESPONSES_API_STORE=1; the oldest responses are "
             "dropped past them."
+        ),
+    )
+
+    limits: GenerationLimits = Field(
+        default_factory=GenerationLimits,
+        description=(
+            "Per-request cost caps (n, prompts, max_tokens, stop, logprobs), checked by the "
+            "ingress before the request queues; past one, a 400 names the field and the cap. "
+            "They apply to the model's LoRA adapters and to pipelines it generates for too."
         ),
     )
 
