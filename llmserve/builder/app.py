@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from llmserve.builder import versions
+from llmserve.builder.cards import card
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.builder.rag import add_rag_deployments
 from llmserve.config import AppConfig, ModelConfig
@@ -66,7 +67,7 @@ def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: 
         route = Route(
             model.id,
             GENERATION_ENDPOINTS,
-            card={"id": model.id, "root": model.source, "kind": "model"},
+            card=card(model.id, model.source, "model"),
             local=Local.FUSED_MODEL,
             timeout_s=model.request_timeout_s,
             limits=model.deployment.limits(),
@@ -82,7 +83,7 @@ def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: 
         route = Route(
             model.id,
             GENERATION_ENDPOINTS,
-            card={"id": model.id, "root": model.source, "kind": "model"},
+            card=card(model.id, model.source, "model"),
             handle=handle,
             deployment=name,
             timeout_s=model.request_timeout_s,
@@ -92,9 +93,9 @@ def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: 
         routes.metrics_sources.append(handle)
     routes.add(route)
     for adapter, path in (model.lora.adapters if model.lora else {}).items():
-        card = {"id": adapter, "root": path, "parent": model.id, "kind": "lora"}
+        adapter_card = card(adapter, path, "lora", parent=model.id)
         # Same engine, gate, timeout, caps and resumability as its base model.
-        routes.add(replace(route, id=adapter, card=card, base=model.id))
+        routes.add(replace(route, id=adapter, card=adapter_card, base=model.id))
 
 
 def app_builder(args: dict[str, Any]) -> Application:

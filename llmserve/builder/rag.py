@@ -9,12 +9,12 @@ ingress (``LocalPipeline``), so generation never re-enters the ingress.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
 from llmserve.builder import versions
+from llmserve.builder.cards import card
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.config import AppConfig, EmbedderConfig, RerankerConfig
 from llmserve.ingress.caps import Caps
@@ -62,7 +62,8 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         generator = config.get_model(p.generator).source
         tokenizer = resolve_source(generator, Path(home), prepare=False)
         reranker = rerankers[p.reranker] if p.reranker else None
-        card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
+        # Its root is its generator's id, not a source.
+        pipeline_card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
         caps = Caps.for_pipeline(p, config.get_model(p.generator).limits)
         if p.generator == config.ingress.fused_model:
             routes.pipelines[p.id] = LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
@@ -70,7 +71,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                 Route(
                     p.id,
                     PIPELINE_ENDPOINTS,
-                    card,
+                    pipeline_card,
                     local=Local.PIPELINE,
                     timeout_s=p.request_timeout_s,
                     limits=p.deployment.limits(),
@@ -88,7 +89,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
             Route(
                 p.id,
                 PIPELINE_ENDPOINTS,
-                card,
+                pipeline_card,
                 handle=router,
                 deployment=name,
                 timeout_s=p.request_timeout_s,
@@ -111,12 +112,20 @@ def _bind_engine(
     name = deployment_name(kind, cfg.id)
     options = engine_deployment_options(cfg, config.ingress.retry_after_s)
     bound = versions.bind(serve.deployment(cls).options(name=name, **options), cfg, home)
-    card: dict[str, Any] = {"id": cfg.id, "root": cfg.source, "kind": kind}
     caps = (
         Caps.for_embedder(cfg.limits)
         if isinstance(cfg, EmbedderConfig)
         else Caps.for_reranker(cfg.limits)
     )
-    routes.add(Route(cfg.id, endpoints, card, handle=bound, deployment=name, caps=caps))
+    routes.add(
+        Route(
+            cfg.id,
+            endpoints,
+            card(cfg.id, cfg.source, kind),
+            handle=bound,
+            deployment=name,
+            caps=caps,
+        )
+    )
     routes.metrics_sources.append(bound)
     return bound

@@ -154,9 +154,12 @@ def cmd_run(args) -> int:
     config = _load(args.config)
     if not (args.address or config.ray.address):
         _check_local_engines(config)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        config.ingress = config.ingress.model_copy(update=overrides)
+    if args.host is not None or args.port is not None:
+        # Validated again: --host 0.0.0.0 without keys is refused like the config line.
+        config.ingress = config.ingress.with_address(host=args.host, port=args.port)
+    warning = config.ingress.open_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     address = args.address or config.ray.address
     if address is None:
         # The local Ray inherits this environment, so {env: NAME} keys must

@@ -4,7 +4,10 @@
   changes a pod needs: the llmserve config travels inline (the file on this
   machine does not exist in the pod, and KubeRay redeploys when
   ``serveConfigV2`` changes), and Serve listens on 0.0.0.0 so that the
-  Kubernetes Service reaches it.
+  Kubernetes Service reaches it. The inline config says ``ingress.host:
+  0.0.0.0`` too, so the ingress knows it is reachable: it answers any Host
+  (unless ``allowed_hosts`` says otherwise), and a config without API keys
+  is refused here unless it sets ``ingress.allow_unauthenticated: true``.
 - The head runs no GPU work (``num-gpus: 0``).
 - Worker groups come from the engines' placement groups: the GPUs of a pod
   follow TP x PP and the strategy (``STRICT_PACK``: a whole replica per pod;
@@ -47,7 +50,7 @@ from llmserve.cluster.pod_env import (
     ray_auth,
     secret_env,
 )
-from llmserve.config import AppConfig, AppEngine
+from llmserve.config import AppConfig, AppEngine, ConfigError, ConfigIssue
 from llmserve.engine.device import summed
 
 API_VERSION = "ray.io/v1"
@@ -60,6 +63,8 @@ HEAD_PORTS = {"gcs-server": 6379, "dashboard": DASHBOARD_PORT}
 dashboard through the head Service by that name, and workers reach the GCS through
 that Service when it has a cluster IP. Ray Client (10001) is left out: nothing uses it."""
 GPU_RESOURCE = "nvidia.com/gpu"
+POD_HOST = "0.0.0.0"
+"""Where Serve listens in a pod, so that the Kubernetes Service reaches it."""
 BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 """What ``ray start`` sets from its own flags; anything else in a bundle is a custom resource."""
 
@@ -143,6 +148,22 @@ def worker_start_params(shape: PodShape) -> dict[str, str]:
     return {key: shlex.quote(value) for key, value in params.items()}
 
 
+def check_pod_exposure(config: AppConfig) -> None:
+    """Pods listen on all interfaces: refuse, as the ingress would in the pod, a config
+    with no API keys that does not set ``allow_unauthenticated``."""
+    try:
+        config.ingress.with_address(host=POD_HOST)
+    except ConfigError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    issue.path, f"in Kubernetes the ingress listens on {POD_HOST}: {issue.message}"
+                )
+                for issue in exc.issues
+            ]
+        ) from None
+
+
 def pod_serve_config(
     serve_config: dict[str, Any],
     raw_config: dict[str, Any],
@@ -155,8 +176,9 @@ def pod_serve_config(
     ``device`` in the inline config, so that the pods build what the manifest sized.
     """
     out = copy.deepcopy(serve_config)
-    out["http_options"]["host"] = "0.0.0.0"
+    out["http_options"]["host"] = POD_HOST
     data = copy.deepcopy(raw_config)
+    data["ingress"] = {**(data.get("ingress") or {}), "host": POD_HOST}
     for engine in planned:
         data[engine.section][engine.index]["device"] = device
     [app] = out["applications"]
@@ -175,6 +197,7 @@ def rayservice(
     auto_device: str = "gpu",
 ) -> dict[str, Any]:
     """The RayService manifest as plain data (``dump_manifest`` it)."""
+    check_pod_exposure(config)
     needs = engine_needs(config, lambda d: auto_device if d == "auto" else d)
     planned = [e for e in config.engines() if e.config.device == "auto"]
     groups = worker_groups(needs)

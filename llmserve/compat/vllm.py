@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import AsyncGenerator, Collection, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -122,6 +122,32 @@ def loaded_lora_adapters(models: OpenAIServingModels) -> dict[str, str]:
     accessor short of building the ``/v1/models`` answer.
     """
     return {name: request.lora_path for name, request in models.lora_requests.items()}
+
+
+RESPONSES_STORE_ATTRIBUTES: Final = ("response_store", "msg_store")
+"""``OpenAIServingResponses``'s dicts of stored responses and of their input messages,
+both by response id, which it only ever adds to."""
+
+
+def bound_responses_store(
+    responses: OpenAIServingResponses,
+    stored: MutableMapping[str, Any],
+    messages: MutableMapping[str, Any],
+) -> None:
+    """Put ``stored`` and ``messages`` in place of vLLM's ``response_store`` and
+    ``msg_store``, before the first request: vLLM reads and writes them only with
+    mapping operations (``[]``, ``get``, ``in``), under its own lock for the first.
+
+    Fails, when the engine starts, if vLLM no longer has those dicts.
+    """
+    for attribute in RESPONSES_STORE_ATTRIBUTES:
+        if not isinstance(getattr(responses, attribute, None), dict):
+            raise RuntimeError(
+                f"vLLM's OpenAIServingResponses has no dict '{attribute}'; update "
+                "llmserve/compat/vllm.py (bound_responses_store) for this vLLM"
+            )
+    responses.response_store = stored
+    responses.msg_store = messages
 
 
 def pooling_engine(serving: ServingEmbedding | ServingScores) -> Any:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmserve.config.deployment import IngressDeploymentConfig
-from llmserve.config.errors import issues_error
+from llmserve.config.errors import (
+    ConfigError,
+    ConfigIssue,
+    format_loc,
+    issues_error,
+    readable_errors,
+)
+from llmserve.config.hosts import LOOPBACK_NAMES, check_allowed_host, is_loopback, normalize_host
 from llmserve.config.keys import ApiKey, ApiKeyFromEnv, resolve_api_key, resolve_api_keys
 from llmserve.config.tenants import TenantConfig, find_tenant_issues
 
-__all__ = ["ApiKey", "ApiKeyFromEnv", "IngressConfig", "resolve_api_keys"]
+__all__ = [
+    "ApiKey",
+    "ApiKeyFromEnv",
+    "IngressConfig",
+    "is_loopback",
+    "normalize_host",
+    "resolve_api_keys",
+]
 
 
 class IngressConfig(BaseModel):
@@ -24,7 +38,8 @@ class IngressConfig(BaseModel):
         default_factory=list,
         description=(
             "Accepted bearer keys, literal or {env: NAME}, each an anonymous caller with no "
-            "limits; empty (and no tenants) disables auth."
+            "limits; empty (and no tenants) disables auth, which only a loopback host or "
+            "allow_unauthenticated: true allows."
         ),
     )
     tenants: list[TenantConfig] = Field(
@@ -51,6 +66,25 @@ class IngressConfig(BaseModel):
             "A request that has waited this long for a slot goes ahead of everything that "
             "arrived after it, whatever the priorities: higher-priority load delays a "
             "lower-priority request, it never starves it."
+        ),
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description=(
+            "Serve without API keys on an address that is not loopback (0.0.0.0, a LAN IP, a "
+            "pod). Off, such a config is refused: anyone who can reach the address could use "
+            "every model and read every RAG corpus. On, the ingress logs a warning when it "
+            "starts. Kubernetes pods always listen on all interfaces."
+        ),
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description=(
+            "Host header names the ingress answers (any port): names or IP addresses, "
+            "'*.example.com' for its subdomains, '*' for any. Other hosts get 421, which stops "
+            "a web page from reaching the API by DNS rebinding. null: localhost, 127.0.0.1 "
+            "and [::1] when host is a loopback address; any host otherwise (API keys guard "
+            "it, and its names are not known here). /health answers any host."
         ),
     )
     max_request_body_bytes: int = Field(
@@ -101,12 +135,91 @@ class IngressConfig(BaseModel):
             raise ValueError(f"route_prefix must start with '/', got {value!r}")
         return value
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _check_allowed_hosts(cls, value: object) -> object:
+        if not isinstance(value, list):
+            return value  # None, or a type error that field validation reports
+        if not value:
+            raise ValueError("an empty list answers no host: leave it out, or '*' for any host")
+        issues = []
+        names: list[object] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                names.append(item)  # field validation reports the type
+                continue
+            try:
+                names.append(check_allowed_host(item))
+            except ValueError as exc:
+                issues.append(((i,), str(exc)))
+        if issues:
+            raise issues_error(cls.__name__, issues)
+        return names
+
     @model_validator(mode="after")
     def _check_tenants(self) -> IngressConfig:
         issues = find_tenant_issues(self.tenants, self.api_keys)
         if issues:
             raise issues_error(type(self).__name__, issues)
         return self
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> IngressConfig:
+        problem = self.unauthenticated_exposure()
+        if problem is not None:
+            raise issues_error(type(self).__name__, [(("api_keys",), problem)])
+        return self
+
+    def on_loopback(self) -> bool:
+        """Whether ``host`` is a loopback address: only this machine can connect."""
+        return is_loopback(self.host)
+
+    def unauthenticated_exposure(self) -> str | None:
+        """Why this ingress must not start as configured (no keys on a reachable
+        address, not allowed explicitly), or None. Config validation refuses such a
+        config; the ingress replica asks again, for a copy made without validation."""
+        if self.on_loopback() or self.key_refs() or self.allow_unauthenticated:
+            return None
+        return (
+            f"host {self.host!r} is not a loopback address, so anyone who can reach it could "
+            "use every model (and read every RAG corpus) without a key: set api_keys, or "
+            "allow_unauthenticated: true to serve without keys on purpose"
+        )
+
+    def serves_openly(self) -> bool:
+        """No keys on a reachable address, allowed explicitly: worth a loud warning at start."""
+        return not self.on_loopback() and not self.key_refs() and self.allow_unauthenticated
+
+    def open_warning(self) -> str | None:
+        """What ``llmserve run`` prints and the ingress replica logs when ``serves_openly``."""
+        if not self.serves_openly():
+            return None
+        return (
+            f"WARNING: serving WITHOUT API keys on {self.host}:{self.port} "
+            "(ingress.allow_unauthenticated: true): anyone who can reach this address can use "
+            "every model and pipeline and read every RAG corpus"
+        )
+
+    def host_allow_list(self) -> list[str] | None:
+        """The Host names answered (normalised, patterns kept); None answers any host."""
+        if self.allowed_hosts is not None:
+            return list(self.allowed_hosts)
+        return list(LOOPBACK_NAMES) if self.on_loopback() else None
+
+    def with_address(self, host: str | None = None, port: int | None = None) -> IngressConfig:
+        """A validated copy listening on ``host``/``port`` (``llmserve run --host/--port``);
+        ``ConfigError`` at ``ingress.*`` paths when the new address breaks a rule."""
+        data = self.model_dump()
+        data.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+        try:
+            return IngressConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                [
+                    ConfigIssue(format_loc(("ingress", *loc)), message)
+                    for loc, message in readable_errors(exc, IngressConfig)
+                ]
+            ) from None
 
     def resolve_api_keys(self) -> list[str]:
         """The accepted keys, with ``{env: NAME}`` entries read from the environment."""

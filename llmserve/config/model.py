@@ -13,6 +13,7 @@ from llmserve.config.errors import issues_error
 from llmserve.config.limits import GenerationLimits
 from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
+from llmserve.config.responses_store import ResponsesStoreConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
 from llmserve.literals import DeviceSetting
 
@@ -112,6 +113,14 @@ class ModelConfig(EngineConfig):
         description=(
             "LoRA adapters served by this model's replicas, each under its own model id "
             "(listed in /v1/models with `parent` set to this model's id)."
+        ),
+    )
+    responses_store: ResponsesStoreConfig = Field(
+        default_factory=ResponsesStoreConfig,
+        description=(
+            "Bounds of vLLM's in-memory Responses store (previous_response_id), used when "
+            "env_vars sets VLLM_ENABLE_RESPONSES_API_STORE=1; the oldest responses are "
+            "dropped past them."
         ),
     )
 

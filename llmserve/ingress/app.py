@@ -61,6 +61,7 @@ def build_ingress_app(
         max_body_bytes=config.max_request_body_bytes,
         retry_after_s=config.retry_after_s,
         drain=drain or DrainWatch("local"),
+        allowed_hosts=config.host_allow_list(),
     )
     created = int(time.time())
     retry_after = {"Retry-After": str(config.retry_after_s)}

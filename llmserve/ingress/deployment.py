@@ -13,6 +13,7 @@ into the ingress; only ``/metrics`` asks every ingress replica for its
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,8 @@ from llmserve.ingress.tenants import TenantTable
 from llmserve.observability import metrics
 from llmserve.servers.clients import Client, LocalClient, StreamClient
 
+logger = logging.getLogger("llmserve")
+
 
 class Ingress:
     """Serve deployment class; ``build_ingress_app`` has the routes."""
@@ -40,6 +43,14 @@ class Ingress:
         fused: ModelConfig | None = None,
         home: str | None = None,
     ):
+        # Before anything starts (a fused engine): every deploy path (run, deploy, a
+        # Serve config, KubeRay) ends here, also with a config copied without validation.
+        problem = config.unauthenticated_exposure()
+        if problem is not None:
+            raise ValueError(f"ingress.api_keys: {problem}")
+        warning = config.open_warning()
+        if warning:
+            logger.warning(warning)
         self.config = config
         # Keys given as {env: NAME} are read here, inside the replica, so that
         # secret values never become deployment arguments (which Serve's

@@ -1,9 +1,9 @@
-"""The ingress's ASGI guard: API keys (and the tenant they belong to), the body size
-limit, and the drain.
+"""The ingress's ASGI guard: the Host allow-list, API keys (and the tenant they
+belong to), JSON-only bodies, the body size limit, and the drain.
 
 A plain ASGI middleware (not a FastAPI dependency) so that an oversized body
-is refused while it streams in, and a draining replica refuses a request
-before any route code runs.
+is refused while it streams in, and every request is checked before any
+route code runs.
 """
 
 from __future__ import annotations
@@ -11,16 +11,26 @@ from __future__ import annotations
 import json
 
 from llmserve.ingress.drain import DrainWatch
+from llmserve.ingress.hosts import HostAllowList
 from llmserve.ingress.tenants import TENANT_SCOPE_KEY, TenantTable
 from llmserve.openai.errors import APIError
 
+_WRONG_HOST = (
+    "this server does not answer for the host {!r}; its names are in ingress.allowed_hosts"
+)
+_NOT_JSON = "request body must be JSON sent as Content-Type: application/json"
+
 
 class GuardMiddleware:
-    """API keys on every route but ``/health``, the request body size limit, and
-    the drain: while the app stops, 503 for new requests, and a count of those in flight.
+    """On every route but ``/health``, in this order: the Host allow-list (421), API
+    keys (401), JSON-only POST bodies (415) and the body size limit (413). And the
+    drain: while the app stops, 503 for new requests, and a count of those in flight.
 
-    A plain ASGI middleware so an oversized body is refused while it streams
-    in, not after it has been buffered.
+    ``/health`` answers any host without a key: a Kubernetes probe sends the pod's
+    IP as Host, and the answer holds nothing a key guards. A POST must say
+    ``Content-Type: application/json`` (any parameters), as vLLM's own server
+    requires: a web page can send a cross-site form or ``text/plain`` post (or a
+    Blob with no type) without a CORS preflight, but never a JSON one.
     """
 
     def __init__(
@@ -30,12 +40,14 @@ class GuardMiddleware:
         max_body_bytes: int,
         retry_after_s: int,
         drain: DrainWatch,
+        allowed_hosts: list[str] | None = None,
     ):
         self.app = app
         self.tenants = tenants
         self.limit = max_body_bytes
         self.drain = drain
         self.retry_after = str(retry_after_s).encode()
+        self.hosts = HostAllowList(allowed_hosts)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -54,10 +66,16 @@ class GuardMiddleware:
 
     async def _guarded(self, scope, receive, send):
         headers = dict(scope["headers"])
+        host = headers.get(b"host")
+        if not self.hosts.allows(host):
+            shown = host.decode("latin-1")[:100] if host is not None else ""
+            return await _send_error(send, APIError(421, _WRONG_HOST.format(shown)))
         tenant = self.tenants.resolve(headers.get(b"authorization", b""))
         if tenant is None:
             return await _send_error(send, APIError(401, "invalid or missing API key"))
         scope[TENANT_SCOPE_KEY] = tenant
+        if scope["method"] == "POST" and not _is_json(headers.get(b"content-type")):
+            return await _send_error(send, APIError(415, _NOT_JSON))
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _send_error(send, self._too_large())
@@ -97,6 +115,13 @@ async def _send_error(send, exc: APIError, headers: list | None = None) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """``application/json`` with any parameters (``; charset=utf-8``), in any case."""
+    if content_type is None:
+        return False
+    return content_type.partition(b";")[0].strip().lower() == b"application/json"
 
 
 def _route_path(scope) -> str:

@@ -21,6 +21,8 @@ _TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     429: "requests",
     500: "internal_server_error",
     503: "service_unavailable_error",

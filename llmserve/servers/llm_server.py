@@ -34,7 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmserve.compat.vllm import loaded_lora_adapters, responses_sse_events
+from llmserve.compat.vllm import (
+    bound_responses_store,
+    loaded_lora_adapters,
+    responses_sse_events,
+)
 from llmserve.engine.requests import parse_request, raw_request, vllm_error
 from llmserve.engine.serving import start_engine
 from llmserve.observability import metrics
@@ -49,6 +53,7 @@ from llmserve.servers.protocol import (
     Item,
     RequestMeta,
 )
+from llmserve.servers.responses_store import ResponsesStore
 
 logger = logging.getLogger("llmserve")
 
@@ -106,6 +111,10 @@ class LLMServer:
         self._chat, self._completion = serving.chat, serving.completion
         self._tokenization, self._models = serving.tokenization, serving.models
         self._responses = serving.responses
+        # vLLM's own store never forgets a response (VLLM_ENABLE_RESPONSES_API_STORE).
+        bounds = self._model.responses_store
+        self._stored = ResponsesStore(bounds.max_responses, bounds.max_bytes)
+        bound_responses_store(self._responses, self._stored.responses, self._stored.messages)
         self._handlers = self._handler_table()
         await self._warm_up()
 
@@ -235,7 +244,14 @@ class LLMServer:
         }
 
     async def _create_responses(self, request: Any, raw_request: Any) -> Any:
-        """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class."""
+        """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class.
+
+        ``background: true`` is refused: vLLM would answer at once and generate in a
+        task of its own, which no admission slot, timeout or client cancellation
+        reaches, for an answer no llmserve route can fetch or cancel.
+        """
+        if request.background:
+            return _background_refused()
         result = await self._responses.create_responses(request, raw_request)
         if isinstance(result, AsyncGenerator):
             # Event objects, written as typed SSE events exactly as vLLM's router does.
@@ -298,3 +314,16 @@ class LLMServer:
         if not self.ready():
             raise RuntimeError(f"model {self.model_id}: the engine is restarting")
         await self._engine.check_health()
+
+
+def _background_refused() -> Any:
+    """A 400 naming ``background``, as vLLM's error answer (its Responses handler's type)."""
+    from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse
+
+    message = (
+        "background responses are not supported: their generation would run outside "
+        "this server's request limits, timeouts and cancellation, and no route fetches "
+        "or cancels them; send the request without background"
+    )
+    error = ErrorInfo(message=message, type="invalid_request_error", param="background", code=400)
+    return ErrorResponse(error=error)

@@ -29,6 +29,7 @@ API_KEY = "test-key"
 BODY_LIMIT = 64 * 1024
 MODEL = os.environ.get("LLMSERVE_E2E_MODEL", "tiny")
 STORE = "VLLM_ENABLE_RESPONSES_API_STORE"
+STORED = 3
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def base_url():
     )
     tiny = config.get_model("tiny")
     tiny.env_vars = {**tiny.env_vars, STORE: "1"}  # for previous_response_id
+    tiny.responses_store.max_responses = STORED  # so that the bound shows in a few requests
     with running_app(config) as url:
         yield url
 
@@ -319,3 +321,47 @@ def test_previous_response_id_continues_a_stored_response(client):
         client.responses.create(input="And then?", previous_response_id="resp_unknown", **ask)
     with pytest.raises(openai.NotFoundError):  # not stored
         client.responses.create(input="And then?", previous_response_id=alone.id, **ask)
+
+
+def test_the_responses_store_drops_the_oldest_past_its_bound(client):
+    """This module's app keeps STORED responses: older ones can no longer be continued."""
+    if os.environ.get("LLMSERVE_E2E_URL"):
+        pytest.skip(f"needs {STORE}=1 on the model, which only this module's own app sets")
+    ask = {"model": MODEL, "input": "Hi.", "max_output_tokens": 2, "temperature": 0}
+    ids = [client.responses.create(**ask).id for _ in range(STORED + 1)]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(previous_response_id=ids[0], **ask)
+    follow = client.responses.create(previous_response_id=ids[-1], **ask)
+    assert follow.previous_response_id == ids[-1]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_background_response_is_400_naming_background(client, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model=MODEL, input="Hi.", max_output_tokens=2, background=True, stream=stream
+        )
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == "background"
+
+
+def test_models_show_no_server_paths(base_url):
+    answer = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+    [card] = answer.json()["data"]
+    assert not card["root"].startswith("/") and "/.cache/" not in json.dumps(card)
+
+
+def test_a_foreign_host_is_421_and_a_non_json_body_415(base_url):
+    if os.environ.get("LLMSERVE_E2E_URL"):
+        pytest.skip("the Host allow-list depends on the app's address")
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    body = json.dumps(
+        {"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    url = f"{base_url}/v1/chat/completions"
+    foreign = httpx.post(url, content=body, headers={**auth, "Host": "evil.example"})
+    assert foreign.status_code == 421 and foreign.json()["error"]["code"] == 421
+    plain = httpx.post(url, content=body, headers={**auth, "Content-Type": "text/plain"})
+    assert plain.status_code == 415 and plain.json()["error"]["code"] == 415
+    json_body = httpx.post(url, content=body, headers={**auth, "Content-Type": "application/json"})
+    assert json_body.status_code == 200

@@ -37,7 +37,13 @@ def test_serve_reads_the_file_as_this_app_built_from_this_config() -> None:
 def test_serve_config_follows_the_ingress_settings(tmp_path: Path, monkeypatch) -> None:
     config = validate_config_dict(
         {
-            "ingress": {"host": "0.0.0.0", "port": 9000, "route_prefix": "/api"},
+            # (on 0.0.0.0 an ingress needs keys, or allow_unauthenticated)
+            "ingress": {
+                "host": "0.0.0.0",
+                "port": 9000,
+                "route_prefix": "/api",
+                "api_keys": [{"env": "LLMSERVE_API_KEY"}],
+            },
             "models": [{"id": "tiny", "source": "builtin:tiny-llama"}],
         }
     )

@@ -188,6 +188,66 @@ def test_the_console_script(bad_config: Path) -> None:
     assert result.stdout == ""
 
 
+# --- run: nothing reachable from other machines without a key, unless said so ---------
+
+
+class _WouldStart(Exception):
+    """Raised where `llmserve run` would start preparing models or Ray."""
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch) -> None:
+    import llmserve.models
+    import llmserve.runtime.ray
+
+    def refuse(*args, **kwargs):
+        raise _WouldStart("run got past its checks")
+
+    monkeypatch.setattr(llmserve.models, "prepare_models", refuse)
+    monkeypatch.setattr(llmserve.runtime.ray, "connect", refuse)
+
+
+def _config(tmp_path: Path, **ingress) -> Path:
+    data = yaml.safe_load(DEFAULT.read_text())
+    data["ingress"] = {**data.get("ingress", {}), **ingress}
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_run_refuses_all_interfaces_without_keys(tmp_path: Path, nothing_starts, capsys) -> None:
+    assert main(["run", str(_config(tmp_path)), "--host", "0.0.0.0"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "ingress.api_keys: host '0.0.0.0' is not a loopback address" in err
+    assert "allow_unauthenticated: true" in err
+    assert main(["run", str(_config(tmp_path, host="0.0.0.0"))]) == EXIT_CONFIG
+
+
+def test_run_warns_loudly_when_told_to_serve_without_keys(
+    tmp_path: Path, nothing_starts, capsys
+) -> None:
+    config = _config(tmp_path, allow_unauthenticated=True)
+    assert main(["run", str(config), "--host", "0.0.0.0"]) == 1  # got as far as starting
+    err = capsys.readouterr().err
+    assert "WARNING: serving WITHOUT API keys on 0.0.0.0:8000" in err
+    assert "run got past its checks" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "ingress"),
+    [([], {}), (["--host", "0.0.0.0"], {"api_keys": [{"env": "LLMSERVE_API_KEY"}]})],
+    ids=["loopback", "keys"],
+)
+def test_run_starts_quietly_on_loopback_or_with_keys(
+    tmp_path: Path, nothing_starts, capsys, monkeypatch, args: list[str], ingress: dict
+) -> None:
+    monkeypatch.setenv("LLMSERVE_API_KEY", "k")
+    assert main(["run", str(_config(tmp_path, **ingress)), *args]) == 1
+    err = capsys.readouterr().err
+    assert "run got past its checks" in err
+    assert "WARNING" not in err
+
+
 def test_run_says_who_holds_its_port_before_starting_anything(tmp_path: Path, capsys) -> None:
     """A taken port would fail only once Ray and Serve have started ("HAProxy crashed
     during startup ... Address already in use"), without saying what holds it."""

@@ -88,6 +88,18 @@ def _containers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for pod in pods for c in pod["template"]["spec"]["containers"]]
 
 
+def _deployable(config: Path, tmp_path: Path) -> Path:
+    """``config``, or a copy that allows serving without keys when it has none: pods
+    listen on all interfaces, so the manifest of a keyless config is refused."""
+    data = yaml.safe_load(config.read_text())
+    if (data.get("ingress") or {}).get("api_keys"):
+        return config
+    data["ingress"] = {**(data.get("ingress") or {}), "allow_unauthenticated": True}
+    path = tmp_path / config.name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def _errors(validator: jsonschema.Validator, manifest: dict) -> list[str]:
     return [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
 
@@ -103,7 +115,7 @@ def test_the_strict_crd_schema_catches_mistakes(validator, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_gives_a_valid_rayservice(validator, config: Path, tmp_path) -> None:
-    manifest = _build(config, tmp_path)
+    manifest = _build(_deployable(config, tmp_path), tmp_path)
     assert _errors(validator, manifest) == []
     assert manifest["kind"] == "RayService"
     cluster = manifest["spec"]["rayClusterConfig"]
@@ -122,6 +134,7 @@ def _serve_config(manifest: dict) -> dict:
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_serve_config_is_what_build_writes_with_the_config_inline(config: Path, tmp_path) -> None:
+    config = _deployable(config, tmp_path)
     served = _serve_config(_build(config, tmp_path))
     built = serve_config(config, load_config(config))
     [app], [built_app] = served["applications"], built["applications"]
@@ -129,9 +142,12 @@ def test_serve_config_is_what_build_writes_with_the_config_inline(config: Path, 
     built_app.pop("args")
     built["http_options"]["host"] = "0.0.0.0"  # reachable from the Kubernetes Service
     assert served == built
-    # The inline config is the file's own data: it validates to the same app in the pod.
+    # The inline config is the file's own data, listening where Serve does: it
+    # validates to the same app in the pod.
     assert args["base_dir"] == IMAGE_CONFIG_DIR
-    assert args["config"] == yaml.safe_load(config.read_text())
+    data = yaml.safe_load(config.read_text())
+    data["ingress"] = {**(data.get("ingress") or {}), "host": "0.0.0.0"}
+    assert args["config"] == data
     validate_config_dict(args["config"], base_dir=Path(args["base_dir"]))
 
 
@@ -408,6 +424,7 @@ def test_every_auto_engine_is_planned_and_only_those(tmp_path: Path) -> None:
         ],
         "embedders": [{"id": "e", "source": "org/e", "device": "auto"}],
         "rerankers": [{"id": "r", "source": "org/r", "device": "auto"}],
+        "ingress": {"api_keys": [{"env": "LLMSERVE_API_KEY"}]},
     }
     path = tmp_path / "auto.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -429,6 +446,25 @@ def test_every_strategy_gets_pods_holding_its_bundles(strategy: str) -> None:
     pods = pods_per_replica(need)
     assert summed(pods) == summed(need.bundles)
     assert len(pods) == {"STRICT_PACK": 1, "PACK": 2, "SPREAD": 4, "STRICT_SPREAD": 4}[strategy]
+
+
+def test_a_config_without_keys_is_refused_for_pods(tmp_path: Path, capsys) -> None:
+    """Pods listen on 0.0.0.0 whatever ingress.host says; without keys nothing stops
+    every other pod in the cluster (or the Service's users) from calling the models."""
+    out = tmp_path / "rs.yaml"
+    assert main(["build", str(CONFIGS / "tiny.yaml"), "--kuberay", "-o", str(out)]) == EXIT_CONFIG
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "ingress.api_keys: in Kubernetes the ingress listens on 0.0.0.0: host '0.0.0.0'" in err
+    assert "allow_unauthenticated: true" in err
+
+
+def test_the_pods_ingress_knows_it_listens_on_all_interfaces(tmp_path: Path) -> None:
+    """So it answers the Service's and the pod IP's Host names (any host by default)."""
+    inline = _serve_config(_build(CONFIGS / "gpu-tp2.yaml", tmp_path))["applications"][0]
+    ingress = validate_config_dict(inline["args"]["config"]).ingress
+    assert ingress.host == "0.0.0.0"
+    assert ingress.host_allow_list() is None
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])

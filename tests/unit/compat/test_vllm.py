@@ -17,6 +17,7 @@ import json
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -308,6 +309,104 @@ def test_loaded_lora_adapters_follow_load_and_unload() -> None:
         return seen
 
     assert asyncio.run(run()) == [{}, {"a": "/a"}, {}]
+
+
+# -- the Responses store -------------------------------------------------------------------------
+
+# What llmserve's bounded store supports of a dict: the mapping operations.
+_MAPPING_METHODS = {"get", "pop", "setdefault", "items", "keys", "values", "clear", "update"}
+
+
+def _store_uses(source: str, attributes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(method, use)`` for every ``self.<attribute>`` in a class's source: ``assign``
+    (the attribute itself is set), ``mapping`` (``[]``, ``in``, a mapping method) or
+    ``other`` (anything a MutableMapping might not do like a dict, e.g. ``dict | x``)."""
+    tree = ast.parse(textwrap.dedent(source))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    uses = []
+    for method in [
+        n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef)
+    ]:
+        for node in ast.walk(method):
+            if not (
+                isinstance(node, ast.Attribute)
+                and node.attr in attributes
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ):
+                continue
+            uses.append((method.name, _use(node, parents[node])))
+    return uses
+
+
+def _use(node: ast.Attribute, parent: ast.AST) -> str:
+    if isinstance(node.ctx, ast.Store):
+        return "assign"
+    indexed = isinstance(parent, ast.Subscript) and parent.value is node
+    contained = isinstance(parent, ast.Compare) and all(
+        isinstance(op, ast.In | ast.NotIn) for op in parent.ops
+    )
+    method = isinstance(parent, ast.Attribute) and parent.attr in _MAPPING_METHODS
+    return "mapping" if indexed or contained or method else "other"
+
+
+def test_vllm_keeps_stored_responses_in_two_dicts_it_only_indexes() -> None:
+    """``bound_responses_store`` swaps them once, after __init__: vLLM must set them
+    nowhere else and use them only as mappings."""
+    from vllm.entrypoints.openai.responses.serving import OpenAIServingResponses
+
+    attributes = vllm_compat.RESPONSES_STORE_ATTRIBUTES
+    uses = _store_uses(inspect.getsource(OpenAIServingResponses), attributes)
+    assert sorted(u for u in uses if u[1] != "mapping") == [("__init__", "assign")] * 2
+    assert len(uses) > 10  # the store is read and written in many places
+
+
+def test_the_responses_store_check_can_fail() -> None:
+    source = """
+    class Serving:
+        def __init__(self):
+            self.response_store = {}
+        def reset(self):
+            self.response_store = {}
+        def merged(self, more):
+            return self.response_store | more
+        def read(self, key):
+            return self.response_store.get(key), key in self.response_store
+    """
+    uses = _store_uses(source, ("response_store",))
+    assert [u for u in uses if u[1] != "mapping"] == [
+        ("__init__", "assign"),
+        ("reset", "assign"),
+        ("merged", "other"),
+    ]
+
+
+def test_no_other_part_of_vllms_server_touches_the_responses_store() -> None:
+    import vllm.entrypoints
+    from vllm.entrypoints.openai.responses import serving
+
+    root = Path(vllm.entrypoints.__file__).parent
+    touching = {
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if any(
+            a in path.read_text(encoding="utf-8") for a in vllm_compat.RESPONSES_STORE_ATTRIBUTES
+        )
+    }
+    assert touching == {str(Path(serving.__file__).relative_to(root))}
+
+
+def test_bound_responses_store_replaces_both_dicts() -> None:
+    serving = SimpleNamespace(response_store={}, msg_store={})
+    stored, messages = {"a": 1}, {"a": 2}
+    vllm_compat.bound_responses_store(serving, stored, messages)  # type: ignore[arg-type]
+    assert serving.response_store is stored and serving.msg_store is messages
+
+
+def test_a_responses_store_vllm_renamed_fails_when_the_engine_starts() -> None:
+    serving = SimpleNamespace(response_store={}, messages={})
+    with pytest.raises(RuntimeError, match="no dict 'msg_store'"):
+        vllm_compat.bound_responses_store(serving, {}, {})  # type: ignore[arg-type]
 
 
 # -- request models ---------------------------------------------------------------------------

@@ -204,7 +204,8 @@ def client(server: Server) -> Iterator[TestClient]:
         routes.add(Route(id_, endpoints, {"id": id_}, limits=(1, 0), caps=caps))
     clients = {id_: LocalClient(server) for id_ in ROUTES}
     app = build_ingress_app(IngressConfig(), [], routes, clients)
-    with TestClient(app) as client:
+    # An ingress on its default address (127.0.0.1) answers loopback Host names only.
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         yield client
 
 

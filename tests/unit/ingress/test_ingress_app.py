@@ -37,6 +37,8 @@ pytestmark = pytest.mark.unit
 
 KEY = "k"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
+LOCAL = "http://127.0.0.1:8000"
 LIMIT = 100
 SECRET = "secret-internal-detail"
 
@@ -222,7 +224,8 @@ def _client(
     app = build_ingress_app(
         config, keys, routes, clients, health, metrics_timeout_s=metrics_timeout_s
     )
-    with TestClient(app) as client:
+    # An ingress on its default address (127.0.0.1) answers loopback Host names only.
+    with TestClient(app, base_url=LOCAL) as client:
         yield client
 
 
@@ -350,7 +353,7 @@ def test_a_streamed_body_over_the_limit_is_413(client: TestClient, model: Model_
             yield b"x" * 30
         yield b'"}'
 
-    response = client.post("/v1/chat/completions", content=chunks(), headers=AUTH)
+    response = client.post("/v1/chat/completions", content=chunks(), headers={**AUTH, **JSON})
     assert "content-length" not in response.request.headers
     assert response.request.headers["transfer-encoding"] == "chunked"
     _assert_error(response, 413)
@@ -373,7 +376,11 @@ def test_a_streamed_body_is_refused_before_it_is_all_read(model: Model_) -> None
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = http_scope("/v1/chat/completions", [(b"authorization", AUTH["Authorization"].encode())])
+    headers = [
+        (b"authorization", AUTH["Authorization"].encode()),
+        (b"content-type", b"application/json"),
+    ]
+    scope = http_scope("/v1/chat/completions", headers)
     asyncio.run(app(scope, receive, send))
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 413
@@ -400,7 +407,7 @@ def test_a_streamed_body_is_refused_before_it_is_all_read(model: Model_) -> None
 def test_a_body_that_is_not_a_json_object_is_400(
     client: TestClient, model: Model_, raw: bytes, message: str
 ) -> None:
-    response = client.post("/v1/chat/completions", content=raw, headers=AUTH)
+    response = client.post("/v1/chat/completions", content=raw, headers={**AUTH, **JSON})
     err = _assert_error(response, 400)
     assert err["type"] == "invalid_request_error"
     assert err["message"].startswith(message)
@@ -787,7 +794,7 @@ async def _while_one_hangs(client: TestClient, model: Model_, other: str):
     import httpx
 
     transport = httpx.ASGITransport(app=client.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as c:
         hung = asyncio.create_task(
             c.post("/v1/chat/completions", json={"model": "m", "do": "hang"}, headers=AUTH)
         )

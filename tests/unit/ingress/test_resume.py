@@ -295,7 +295,7 @@ def test_the_ingress_continues_a_dying_stream_as_one_stream() -> None:
 
     model = _DyingModel()
     body = {k: v for k, v in CHAT.items() if k != "stream_options"}
-    with TestClient(_app(model, resumable=True)) as client:
+    with TestClient(_app(model, resumable=True), base_url="http://127.0.0.1") as client:
         response = client.post("/v1/chat/completions", json=body)
     events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
@@ -311,7 +311,7 @@ def test_a_stream_of_a_model_without_resumption_ends_with_the_error_event() -> N
     from fastapi.testclient import TestClient
 
     model = _DyingModel()
-    with TestClient(_app(model, resumable=False)) as client:
+    with TestClient(_app(model, resumable=False), base_url="http://127.0.0.1") as client:
         body = {**CHAT, "return_token_ids": True}
         response = client.post("/v1/chat/completions", json=body)
     events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]

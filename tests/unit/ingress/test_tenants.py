@@ -32,6 +32,7 @@ from llmserve.servers.clients import LocalClient
 from llmserve.servers.protocol import GENERATION_ENDPOINTS, NO_META, Endpoint, RequestMeta
 
 pytestmark = pytest.mark.unit
+LOOPBACK = "http://127.0.0.1:8000"  # a Host the default allow-list answers
 
 USAGE = {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50}
 TENANTS = [
@@ -87,7 +88,7 @@ def server() -> Server:
 
 @pytest.fixture
 def client(server: Server) -> Iterator[TestClient]:
-    with TestClient(_app(server)) as client:
+    with TestClient(_app(server), base_url=LOOPBACK) as client:
         yield client
 
 
@@ -206,7 +207,7 @@ def test_a_salt_other_clients_send_can_never_equal_a_tenants(client, server) -> 
 
 
 def test_without_tenants_bodies_pass_untouched(server) -> None:
-    with TestClient(_app(server, tenants=None)) as client:
+    with TestClient(_app(server, tenants=None), base_url=LOOPBACK) as client:
         body = {"model": "m", "priority": 3, "cache_salt": "s", "stream": True}
         response = _post(client, "anon", body)
         assert response.status_code == 200
@@ -238,7 +239,7 @@ def test_every_answer_to_a_limited_tenant_carries_openais_headers(client) -> Non
 
 def test_over_its_requests_per_minute_a_tenant_gets_429_before_any_work(server) -> None:
     tenants = [{"id": "limited", "api_key": "k", "requests_per_minute": 3}]
-    with TestClient(_app(server, tenants)) as client:
+    with TestClient(_app(server, tenants), base_url=LOOPBACK) as client:
         before = _metric("llmserve_tenant_rate_limited_total", tenant="limited", reason="requests")
         assert [_post(client, "k", {"model": "m"}).status_code for _ in range(3)] == [200] * 3
         refused = _post(client, "k", {"model": "m"})
@@ -273,10 +274,10 @@ def test_the_openai_sdk_waits_for_retry_after_and_then_succeeds(server) -> None:
     # even on a busy machine) the wait is longer than the SDK's own first backoff (at
     # most 0.5 s): only honouring retry-after-ms makes it wait that long
     tenants = [{"id": "sdk", "api_key": "k", "requests_per_minute": 30}]
-    with TestClient(_app(server, tenants)) as http:
+    with TestClient(_app(server, tenants), base_url=LOOPBACK) as http:
         for _ in range(30):
             assert _post(http, "k", {"model": "m"}).status_code == 200
-        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="k", http_client=http)
+        sdk = openai.OpenAI(base_url=f"{LOOPBACK}/v1", api_key="k", http_client=http)
         seen: list[httpx.Response] = []
         http.event_hooks["response"].append(seen.append)
         start = time.perf_counter()

@@ -252,3 +252,100 @@ def test_a_priority_engine_gets_the_tenants_class_as_vllms_priority(
 
     asyncio.run(run())
     assert seen[0].priority == expected
+
+
+# --- the Responses API: background refused, the store bounded ----------------------------
+
+
+class Responses:
+    """Stands in for vLLM's OpenAIServingResponses: its two store dicts, and
+    ``create_responses`` recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.requests: list = []
+        self.response_store: dict = {}
+        self.msg_store: dict = {}
+
+    async def create_responses(self, request, raw):
+        from vllm.entrypoints.openai.responses.protocol import ResponsesResponse
+        from vllm.sampling_params import SamplingParams
+
+        self.requests.append(request)
+        return ResponsesResponse.from_request(
+            request, SamplingParams(), model_name="m", created_time=0, output=[], status="completed"
+        )
+
+
+def _responding_server() -> tuple[LLMServer, Responses]:
+    server, _ = _tokenizing_server()
+    server._responses = responses = Responses()
+    server._handlers = server._handler_table()
+    return server, responses
+
+
+def _respond(server: LLMServer, body: dict) -> list:
+    async def collect() -> list:
+        return [item async for item in server.respond(Endpoint.RESPONSES, body, NO_META)]
+
+    return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_background_response_is_refused_naming_background(stream: bool) -> None:
+    """vLLM would answer at once and generate in a task of its own, outside the request's
+    admission slot, timeout and cancellation; llmserve has no route to fetch it either."""
+    server, responses = _responding_server()
+    body = {"model": "m", "input": "hi", "background": True, "stream": stream}
+    [answer] = _respond(server, body)
+    error = answer["error"]
+    assert (error["code"], error["type"], error["param"]) == (
+        400,
+        "invalid_request_error",
+        "background",
+    )
+    assert "background" in error["message"]
+    assert responses.requests == []  # vLLM never saw it
+
+
+def test_a_foreground_response_is_answered_by_vllm() -> None:
+    server, responses = _responding_server()
+    [answer] = _respond(server, {"model": "m", "input": "hi", "background": False})
+    assert answer["object"] == "response" and answer["status"] == "completed"
+    [request] = responses.requests
+    assert request.input == "hi"
+
+
+def test_the_engine_start_bounds_vllms_responses_store(monkeypatch) -> None:
+    from llmserve.config import ModelConfig
+    from llmserve.engine.serving import EngineBundle
+    from llmserve.servers import llm_server
+
+    responses = Responses()
+    serving = SimpleNamespace(
+        chat=SimpleNamespace(create_chat_completion=None),
+        completion=SimpleNamespace(create_completion=None),
+        responses=responses,
+        tokenization=Tokenization(),
+        models=None,
+    )
+
+    async def start_engine(model, home):
+        return EngineBundle(engine=Engine(), serving=serving)  # type: ignore[arg-type]
+
+    async def no_warm_up(self) -> None:
+        pass
+
+    monkeypatch.setattr(llm_server, "start_engine", start_engine)
+    monkeypatch.setattr(LLMServer, "_warm_up", no_warm_up)
+    server = LLMServer.__new__(LLMServer)
+    server.model_id, server._home = "m", None
+    server._model = ModelConfig.model_validate(
+        {"id": "m", "source": "org/m", "responses_store": {"max_responses": 2}}
+    )
+    asyncio.run(server._start_engine())
+    for id_ in ("a", "b", "c"):  # as vLLM writes a stored request
+        responses.msg_store[id_] = [{"role": "user", "content": "hi"}]
+        responses.response_store[id_] = {"id": id_}
+    assert list(responses.response_store) == ["b", "c"]
+    assert list(responses.msg_store) == ["b", "c"]
+    assert responses.response_store.get("a") is None
