@@ -33,13 +33,14 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _APPLIED_IN_PLACE = {"deployment": True, "lora": {"adapters": True}}
 
 
-def bind(deployment: Deployment, *args: Any) -> Application:
+def bind(deployment: Deployment, *args: Any, version_extra: Any = None) -> Application:
     """``deployment.bind(*args)``, with a version that changes only when the
-    arguments (or llmserve's code) do."""
+    arguments (or llmserve's code, or ``version_extra``) do."""
     # Serve removed ``version`` from the public options (it picks a random one
     # instead); ``_internal=True`` still accepts it. A private path: Ray is
     # pinned, and tests/e2e/test_lora.py checks that a redeploy keeps a replica.
-    return deployment.options(version=version_of(args), _internal=True).bind(*args)
+    version = version_of(args if version_extra is None else (*args, version_extra))
+    return deployment.options(version=version, _internal=True).bind(*args)
 
 
 def version_of(args: tuple[Any, ...]) -> str:

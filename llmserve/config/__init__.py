@@ -16,6 +16,7 @@ from llmserve.config.rag import (
     RetrieverConfig,
     SearchMode,
 )
+from llmserve.config.routing import ModelDeploymentConfig, PrefixRouterConfig
 
 __all__ = [
     "ApiKey",
@@ -31,9 +32,11 @@ __all__ = [
     "EngineConfig",
     "IngressConfig",
     "ModelConfig",
+    "ModelDeploymentConfig",
     "ParallelismConfig",
     "PipelineConfig",
     "PlacementStrategy",
+    "PrefixRouterConfig",
     "RayConfig",
     "RerankerConfig",
     "RerankerKind",

@@ -12,6 +12,7 @@ from llmserve.config.engine_args import check_engine_kwargs
 from llmserve.config.errors import issues_error
 from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
+from llmserve.config.routing import ModelDeploymentConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
 
 Device = Literal["auto", "cpu", "gpu"]
@@ -71,6 +72,10 @@ class ModelConfig(EngineConfig):
 
     model_config = ConfigDict(extra="forbid")
 
+    deployment: ModelDeploymentConfig = Field(
+        default_factory=ModelDeploymentConfig,
+        description="Ray Serve settings of the replicas, and how callers choose one.",
+    )
     request_timeout_s: float | None = Field(
         None,
         gt=0,

@@ -98,21 +98,35 @@ else does: a header such as vLLM's priority or data-parallel-rank header must
 not reach the engine from a client."""
 
 
+SESSION_HEADER = "x-session-id"
+"""The request header naming a session, for a router's session affinity
+(``config.routing.PrefixRouterConfig.session_affinity``). Read by the router in
+the caller's process; never forwarded to the engine."""
+MAX_SESSION_CHARS = 256
+"""A longer session name is ignored: a session is an id, not a payload."""
+
+
 @dataclass(frozen=True, slots=True)
 class RequestMeta:
-    """What a server needs to know about a request besides its body.
+    """What a server, or the router choosing its replica, needs to know about a
+    request besides its body.
 
     Small and plain, so that it pickles cheaply across the handle hop.
     """
 
     headers: Mapping[str, str] = field(default_factory=dict)
     """The ``FORWARDED_HEADERS`` the client sent, lower-cased."""
+    session: str | None = None
+    """The ``SESSION_HEADER`` the client sent, if any (at most ``MAX_SESSION_CHARS``)."""
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RequestMeta:
         """Keep only what may be forwarded (``headers`` as Starlette gives them)."""
         kept = {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
-        return cls(kept) if kept else NO_META
+        session = headers.get(SESSION_HEADER) or None
+        if session is not None and len(session) > MAX_SESSION_CHARS:
+            session = None
+        return cls(kept, session) if kept or session else NO_META
 
 
 NO_META = RequestMeta()
