@@ -16,8 +16,10 @@ For each request, in order:
    as many replicas as its load needs.
 4. **Adapter**: for a LoRA adapter, the eligible replicas that served it in
    the last ``ADAPTER_MEMORY_S`` (its weights are loaded there).
-5. **New**: the eligible replicas holding the fewest remembered characters,
-   which spreads new prefixes evenly over the replicas' caches.
+5. **New** (or spill): the least busy replicas, and of those the ones holding
+   the fewest remembered characters, which spreads new prefixes evenly over
+   the replicas' caches. Misses are load-balanced: a request that no cache
+   helps goes where it waits least.
 
 A choice is a list of ranks: the preferred replicas, then the other eligible
 ones, then the rest. Serve takes the least busy replica with a free slot
@@ -129,9 +131,10 @@ class PrefixPolicy:
             return Choice(_ranks(pair, replicas), "none")
         with self._lock:
             preferred, reason = self._prefer(key, replicas, set(eligible))
-            if not preferred:
-                fewest = min(self.held_chars(r) for r in eligible)
-                preferred = [r for r in eligible if self.held_chars(r) == fewest]
+            if not preferred:  # no affinity: load-balance, spreading prefixes on ties
+                rank = {r: (load[r], self.held_chars(r)) for r in eligible}
+                best = min(rank.values())
+                preferred = [r for r in eligible if rank[r] == best]
         return Choice(_ranks(preferred, eligible, replicas), reason)
 
     def _prefer(

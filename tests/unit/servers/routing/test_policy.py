@@ -100,6 +100,13 @@ def test_misses_do_not_pile_onto_a_busy_replica() -> None:
         assert p.choose(key(g), busy).ranks[0] == [B]
 
 
+def test_a_miss_goes_where_it_waits_least_whatever_the_replicas_hold() -> None:
+    p = policy(imbalance_threshold=10)
+    p.record(key(1), A)  # A holds more, but B is busier
+    choice = p.choose(key(2), {A: 0, B: 1})
+    assert (choice.ranks[0], choice.reason) == ([A], "new")
+
+
 def test_a_hot_prefix_spills_and_then_lives_on_both_replicas() -> None:
     p = policy(imbalance_threshold=1)
     home = route(p, key(1))
