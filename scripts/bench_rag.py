@@ -72,7 +72,7 @@ def make_corpus(workdir: Path, chunks: int) -> list[str]:
 def make_config(workdir: Path, reranker: bool):
     """Like configs/default.yaml, but over the bench corpus, on a free port."""
     from llmserve.config import validate_config_dict
-    from llmserve.runtime.lifecycle import pick_port
+    from llmserve.runtime.ports import pick_port
 
     minilm = {"source": "builtin:all-minilm-l6-v2", "device": "cpu", "engine_kwargs": ENGINE}
     pipeline = {"id": PIPELINE, "retriever": RETRIEVER, "generator": "smollm2"}
@@ -108,8 +108,8 @@ def make_config(workdir: Path, reranker: bool):
 
 def build_index(config) -> int:
     """Index the corpus (unchanged files are skipped); return the chunk count."""
-    from llmserve.cli.rag import index_retrievers
     from llmserve.rag import ChunkStore
+    from llmserve.rag.index_job import index_retrievers
 
     for report in asyncio.run(index_retrievers(config, [RETRIEVER])):
         print(report, flush=True)
@@ -209,13 +209,15 @@ def serve_and_measure(config, queries: list[str], args: argparse.Namespace) -> d
     import ray
     from ray import serve
 
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.models import prepare_models
+    from llmserve.runtime.ray import connect, local_ray_options
+    from llmserve.runtime.serve import deploy
 
-    runtime.prepare_models(config)
-    runtime.connect(None, **{**runtime.local_ray_options(config), "num_cpus": 2})
+    prepare_models(config)
+    connect(None, **{**local_ray_options(config), "num_cpus": 2})
     try:
         started = time.perf_counter()
-        runtime.deploy(config, timeout_s=900)
+        deploy(config, timeout_s=900)
         print(f"app healthy after {time.perf_counter() - started:.0f}s", flush=True)
         return measure(f"http://127.0.0.1:{config.ingress.port}", queries, args)
     finally:

@@ -14,8 +14,8 @@ from llmserve.config import AppConfig
 
 
 def free_port() -> int:
-    """A port for an app under test (see ``runtime.pick_port`` for why not port 0's)."""
-    from llmserve.runtime.lifecycle import pick_port
+    """A port for an app under test (see ``pick_port`` for why not port 0's)."""
+    from llmserve.runtime.ports import pick_port
 
     return pick_port()
 
@@ -62,22 +62,24 @@ def in_session(sid: int) -> list[psutil.Process]:
 def running_app(config: AppConfig, num_cpus: float = 2) -> Iterator[str]:
     """Deploy ``config`` on an embedded Ray in this process; yield the base URL.
 
-    ``runtime.connect`` puts Serve's settings (HAProxy mode, its stats port) into this
+    ``connect`` puts Serve's settings (HAProxy mode, its stats port) into this
     process's environment for Ray to pass on; they are restored afterwards, so a later
     test's Ray does not start with this app's ports.
     """
     import ray
     from ray import serve
 
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.models import prepare_models
+    from llmserve.runtime.ray import connect, local_ray_options
+    from llmserve.runtime.serve import deploy
 
     saved_env = dict(os.environ)
     older = {p.pid for p in descendants()}
-    runtime.prepare_models(config)
-    runtime.connect(None, **{**runtime.local_ray_options(config), "num_cpus": num_cpus})
+    prepare_models(config)
+    connect(None, **{**local_ray_options(config), "num_cpus": num_cpus})
     started = time.monotonic()
     try:
-        runtime.deploy(config, timeout_s=600)
+        deploy(config, timeout_s=600)
         yield f"http://{config.ingress.host}:{config.ingress.port}"
     finally:
         ours = [p for p in descendants() if p.pid not in older]

@@ -1,4 +1,4 @@
-"""Where an engine's workers go: placement-group bundles.
+"""Where an engine's workers go: its replica's placement-group bundles.
 
 Plain functions, so they are tested without Ray. One bundle per
 tensor/pipeline-parallel worker (TP x PP), each with that worker's GPU (or
@@ -10,10 +10,9 @@ remaining ranks on the other bundles, possibly on other nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-Device = Literal["cpu", "gpu"]
-STRATEGIES = ("PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD")
+from llmserve.config.parallel import default_worker_resources
+from llmserve.literals import PLACEMENT_STRATEGIES, Device
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,6 @@ class Placement:
         }
 
 
-def default_worker_resources(device: Device) -> dict[str, float]:
-    return {"GPU": 1.0} if device == "gpu" else {"CPU": 1.0}
-
-
 def compute_placement(
     tensor_parallel_size: int,
     pipeline_parallel_size: int,
@@ -44,8 +39,10 @@ def compute_placement(
     """Bundles for one engine replica: ``tp * pp`` workers, rank 0 first."""
     if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
         raise ValueError("parallel sizes must be >= 1")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"placement strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy not in PLACEMENT_STRATEGIES:
+        raise ValueError(
+            f"placement strategy must be one of {PLACEMENT_STRATEGIES}, got {strategy!r}"
+        )
     worker = dict(resources_per_worker or default_worker_resources(device))
     bundles = [dict(worker) for _ in range(tensor_parallel_size * pipeline_parallel_size)]
     for name, amount in (replica_resources or {}).items():

@@ -8,6 +8,7 @@ ingress (``LocalPipeline``), so generation never re-enters the ingress.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -16,8 +17,10 @@ from ray.serve import Application
 from llmserve.builder import versions
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.config import AppConfig, EmbedderConfig, RerankerConfig
+from llmserve.ingress.caps import Caps
 from llmserve.ingress.routes import Local, LocalPipeline, Route, RouteTable
 from llmserve.models import resolve_source
+from llmserve.rag import index_hint
 from llmserve.servers.embedder import Embedder
 from llmserve.servers.protocol import (
     EMBEDDING_ENDPOINTS,
@@ -28,10 +31,6 @@ from llmserve.servers.protocol import (
 from llmserve.servers.rag.router import RAGRouter
 from llmserve.servers.reranker import Reranker
 from llmserve.servers.retriever import Retriever
-
-
-def index_hint(pipeline_id: str) -> str:
-    return f"Build it with: llmserve index CONFIG --pipeline {pipeline_id}"
 
 
 def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> None:
@@ -60,9 +59,11 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         routes.backends.append(name)
 
     for p in config.pipelines:
-        tokenizer = resolve_source(config.get_model(p.generator).source, home, prepare=False)
+        generator = config.get_model(p.generator).source
+        tokenizer = resolve_source(generator, Path(home), prepare=False)
         reranker = rerankers[p.reranker] if p.reranker else None
         card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
+        caps = Caps.for_pipeline(p, config.get_model(p.generator).limits)
         if p.generator == config.ingress.fused_model:
             routes.pipelines[p.id] = LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
             routes.add(
@@ -73,6 +74,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                     local=Local.PIPELINE,
                     timeout_s=p.request_timeout_s,
                     limits=p.deployment.limits(),
+                    caps=caps,
                 )
             )
             continue
@@ -80,7 +82,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         dep = serve.deployment(RAGRouter).options(
             name=name, **p.deployment.to_serve_options(retry_after)
         )
-        generator = routes.routes[p.generator]
+        generator_route = routes.routes[p.generator]
         # The generator's request router is in this router's version: its handle
         # builds that router once, so a changed one takes effect by a restart.
         router = versions.bind(
@@ -89,8 +91,8 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
             tokenizer,
             retrievers[p.retriever],
             reranker,
-            generator.handle,
-            version_extra=routes.routers.get(generator.deployment or ""),
+            generator_route.handle,
+            version_extra=routes.routers.get(generator_route.deployment or ""),
         )
         routes.add(
             Route(
@@ -100,6 +102,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                 handle=router,
                 deployment=name,
                 timeout_s=p.request_timeout_s,
+                caps=caps,
             )
         )
         routes.metrics_sources.append(router)
@@ -119,6 +122,11 @@ def _bind_engine(
     options = engine_deployment_options(cfg, config.ingress.retry_after_s)
     bound = versions.bind(serve.deployment(cls).options(name=name, **options), cfg, home)
     card: dict[str, Any] = {"id": cfg.id, "root": cfg.source, "kind": kind}
-    routes.add(Route(cfg.id, endpoints, card, handle=bound, deployment=name))
+    caps = (
+        Caps.for_embedder(cfg.limits)
+        if isinstance(cfg, EmbedderConfig)
+        else Caps.for_reranker(cfg.limits)
+    )
+    routes.add(Route(cfg.id, endpoints, card, handle=bound, deployment=name, caps=caps))
     routes.metrics_sources.append(bound)
     return bound

@@ -8,8 +8,9 @@ unchanged and applies the light options (``num_replicas``, autoscaling,
 request limits) in place.
 
 A deployment's version here is a hash of its constructor arguments (less
-each component's ``deployment`` block, which Serve applies itself, and a
-model's LoRA adapters, which its replicas load at run time) and of
+each component's ``deployment`` block, which Serve applies itself, its
+``limits``, which only the ingress checks, and a model's LoRA adapters,
+which its replicas load at run time) and of
 llmserve's own source. Changing a model's ``engine_kwargs`` restarts that
 model's replicas; changing its ``num_replicas`` adds or removes replicas and
 keeps the others; a deployment whose arguments did not change is left alone.
@@ -28,19 +29,21 @@ from pydantic import BaseModel
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+from llmserve.compat.ray import bind_with_version, bound_deployment
+
 _PACKAGE = Path(__file__).resolve().parent.parent
-# Config fields a running replica takes without a restart.
-_APPLIED_IN_PLACE = {"deployment": True, "lora": {"adapters": True}}
+# Config fields a running replica takes without a restart. A component's ``limits``
+# are the ingress's to check (they reach it on its routes): its replicas never read them.
+_APPLIED_IN_PLACE: dict[str, Any] = {"deployment": True, "lora": {"adapters": True}, "limits": True}
 
 
 def bind(deployment: Deployment, *args: Any, version_extra: Any = None) -> Application:
     """``deployment.bind(*args)``, with a version that changes only when the
     arguments (or llmserve's code, or ``version_extra``) do."""
-    # Serve removed ``version`` from the public options (it picks a random one
-    # instead); ``_internal=True`` still accepts it. A private path: Ray is
-    # pinned, and tests/e2e/test_lora.py checks that a redeploy keeps a replica.
+    # Serve's public options no longer take a version (see compat.ray);
+    # tests/e2e/test_lora.py checks that a redeploy keeps a replica.
     version = version_of(args if version_extra is None else (*args, version_extra))
-    return deployment.options(version=version, _internal=True).bind(*args)
+    return bind_with_version(deployment, version, *args)
 
 
 def version_of(args: tuple[Any, ...]) -> str:
@@ -52,7 +55,7 @@ def version_of(args: tuple[Any, ...]) -> str:
 def _plain(value: Any) -> Any:
     """JSON-able form of an argument; a bound deployment is its name."""
     if isinstance(value, Application):
-        return {"deployment": value._bound_deployment.name}
+        return {"deployment": bound_deployment(value).name}
     if isinstance(value, BaseModel):
         # A component's ``deployment`` block is Serve's to apply: replica counts
         # and limits in place, actor options (CPUs, placement) by a restart

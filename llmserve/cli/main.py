@@ -136,9 +136,9 @@ def cmd_validate(args) -> int:
     import ray
 
     from llmserve.cli.cluster import EXIT_NO_FIT, check_cluster_fit
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.runtime.ray import connect
 
-    runtime.connect(args.address)
+    connect(args.address)
     try:
         return 0 if check_cluster_fit(config, args.address, args.config) else EXIT_NO_FIT
     finally:
@@ -146,7 +146,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.models import prepare_models
+    from llmserve.runtime.ports import check_free
+    from llmserve.runtime.ray import connect, local_ray_options, stop_local_ray_with_this_process
+    from llmserve.runtime.serve import deploy, ingress_grace_s, stop_serving
 
     config = _load(args.config)
     if not (args.address or config.ray.address):
@@ -160,15 +163,18 @@ def cmd_run(args) -> int:
         # be set here; fail before anything starts. (A remote cluster reads
         # them from its own environment, in the ingress replica.)
         config.ingress.resolve_api_keys()
-    runtime.prepare_models(config)
+        check_free(config.ingress.host, config.ingress.port)
+    prepare_models(config)
     _before_serving(config)
-    runtime.connect(address, **runtime.local_ray_options(config))
+    connect(address, **local_ray_options(config))
+    if address is None:
+        stop_local_ray_with_this_process()
     stop = threading.Event()
     # Set both explicitly: a shell starts background jobs with SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        runtime.deploy(config)
+        deploy(config)
         url = f"http://{config.ingress.host}:{config.ingress.port}{_prefix(config)}/v1"
         print(f"llmserve is serving {_summary(config)} at {url} (Ctrl-C to stop)", flush=True)
         stop.wait()
@@ -178,31 +184,34 @@ def cmd_run(args) -> int:
         # A second Ctrl-C skips the drain.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print("stopping: draining in-flight requests (Ctrl-C again to skip)", flush=True)
-        runtime.stop_serving(runtime.ingress_grace_s(config), ray_too=True)
+        stop_serving(ingress_grace_s(config), ray_too=True)
     return 0
 
 
 def cmd_deploy(args) -> int:
     from llmserve.cli.cluster import EXIT_NO_FIT, check_cluster_fit
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.models import prepare_models
+    from llmserve.runtime.ray import connect
+    from llmserve.runtime.serve import deploy
 
     config = _load(args.config)
-    runtime.connect(args.address)
+    connect(args.address)
     if not args.no_fit_check and not check_cluster_fit(config, args.address, args.config):
         print("nothing was deployed (--no-fit-check deploys anyway)", file=sys.stderr)
         return EXIT_NO_FIT
-    runtime.prepare_models(config)
+    prepare_models(config)
     _before_serving(config)
-    runtime.deploy(config, timeout_s=args.timeout)
+    deploy(config, timeout_s=args.timeout)
     print(f"deployed: {_summary(config)}")
     return 0
 
 
 def cmd_status(args) -> int:
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.runtime.ray import connect
+    from llmserve.runtime.serve import status_report
 
-    runtime.connect(args.address)
-    report = runtime.status_report()
+    connect(args.address)
+    report = status_report()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -217,16 +226,17 @@ def cmd_status(args) -> int:
 
 
 def cmd_shutdown(args) -> int:
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.runtime.ray import connect
+    from llmserve.runtime.serve import stop_serving
 
-    runtime.connect(args.address)
-    runtime.stop_serving(args.grace, ray_too=False)
+    connect(args.address)
+    stop_serving(args.grace, ray_too=False)
     print("Serve shut down")
     return 0
 
 
 def cmd_build(args) -> int:
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.builder.serve_config import serve_config
 
     config = _load(args.config)
     if args.kuberay:
@@ -235,35 +245,32 @@ def cmd_build(args) -> int:
         return write_kuberay(args, config)
     if args.output is None:
         raise ValueError("build needs -o/--output (only --kuberay can write to stdout)")
-    args.output.write_text(
-        yaml.safe_dump(runtime.serve_config(args.config, config), sort_keys=False)
-    )
+    args.output.write_text(yaml.safe_dump(serve_config(args.config, config), sort_keys=False))
     print(f"wrote {args.output}; deploy it with: serve deploy {args.output}")
     return 0
 
 
 def cmd_models_prepare(args) -> int:
-    from llmserve.models import BUILTINS, prepare_builtin
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.models import BUILTIN_PREFIX, BUILTINS, builtin_models, prepare_builtin
 
     home = None
     names = list(args.names)
     if args.config:
         config = _load(args.config)
         home = config.home_dir()
-        names += runtime.builtin_models(config)
+        names += builtin_models(config)
     for name in sorted(set(names or BUILTINS)):
         if name not in BUILTINS:
             raise ValueError(f"unknown built-in model '{name}'; known: {', '.join(BUILTINS)}")
-        print(f"builtin:{name} -> {prepare_builtin(name, home)}")
+        print(f"{BUILTIN_PREFIX}{name} -> {prepare_builtin(name, home)}")
     return 0
 
 
 def cmd_models_list(args) -> int:
-    from llmserve.models import BUILTINS
+    from llmserve.models import BUILTIN_PREFIX, BUILTINS
 
     for name, model in BUILTINS.items():
-        print(f"builtin:{name}\t{model.description}")
+        print(f"{BUILTIN_PREFIX}{name}\t{model.description}")
     return 0
 
 
@@ -278,7 +285,7 @@ def _check_local_engines(config) -> None:
 
 def _before_serving(config) -> None:
     """Hook for work that must happen before the app starts (RAG indexes)."""
-    from llmserve.cli.rag import ensure_indexes
+    from llmserve.rag.index_job import ensure_indexes
 
     ensure_indexes(config)
 

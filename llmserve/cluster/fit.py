@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from llmserve.cluster.needs import EngineNeed
+from llmserve.cluster.needs import NO_PLACEMENT_GROUP, EngineNeed
 from llmserve.engine.device import summed
+from llmserve.literals import PLACEMENT_STRATEGIES
 
 EPS = 1e-9
 Resources = Mapping[str, float]
@@ -120,10 +121,12 @@ def place(
     ``free`` is changed only when everything fits. The reason has no subject:
     callers prefix it with the engine's path.
     """
+    if strategy not in (*PLACEMENT_STRATEGIES, NO_PLACEMENT_GROUP):
+        raise ValueError(f"unknown placement strategy {strategy!r}")
     if not bundles:
         return []
     trial = [dict(f) for f in free]
-    if strategy in ("STRICT_PACK", "ACTOR"):
+    if strategy in ("STRICT_PACK", NO_PLACEMENT_GROUP):
         total = summed(bundles)
         fitting = [i for i, f in enumerate(trial) if _fits(total, f)]
         if not fitting:
@@ -161,7 +164,7 @@ def _pick_node(
 
 
 def _one_node_reason(total: Resources, free: list[dict[str, float]], strategy: str) -> str:
-    where = "for its replica" if strategy == "ACTOR" else f"for {strategy}"
+    where = "for its replica" if strategy == NO_PLACEMENT_GROUP else f"for {strategy}"
     for resource in _resource_order(total):
         largest = max((f.get(resource, 0.0) for f in free), default=0.0)
         if largest + EPS < total[resource]:

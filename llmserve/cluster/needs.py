@@ -1,8 +1,8 @@
 """What each engine of a config asks Ray for: bundles, strategy, replica bounds.
 
-Plain data derived from the same Serve options the app builder uses
-(``engine_deployment_options``), so the fit check and the KubeRay manifest
-plan exactly what a deploy would request.
+Plain data derived from what the app builder uses (the Serve options of
+``engine_deployment_options`` and the deployment's ``replica_bounds``), so
+the fit check and the KubeRay manifest plan exactly what a deploy would request.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from llmserve.builder.options import engine_deployment_options
 from llmserve.config import AppConfig, EngineConfig
+
+NO_PLACEMENT_GROUP = "ACTOR"
+"""``EngineNeed.strategy`` of a replica without a placement group: its actor is all it needs."""
 
 
 @dataclass(frozen=True)
@@ -32,37 +35,23 @@ class EngineNeed:
 
     @property
     def placement_group(self) -> bool:
-        return self.strategy != "ACTOR"
+        return self.strategy != NO_PLACEMENT_GROUP
 
 
 def engine_needs(config: AppConfig, device_of: Callable[[str], str]) -> list[EngineNeed]:
     """Every vLLM engine of the config; ``device_of`` decides what ``auto`` means."""
-    groups: dict[str, list[EngineConfig]] = {
-        "models": list(config.models),
-        "embedders": list(config.embedders),
-        "rerankers": list(config.rerankers),
-    }
-    return [
-        engine_need(f"{name}[{i}]", cfg, device_of(cfg.device))
-        for name, engines in groups.items()
-        for i, cfg in enumerate(engines)
-    ]
+    return [engine_need(e.path, e.config, device_of(e.config.device)) for e in config.engines()]
 
 
 def engine_need(path: str, cfg: EngineConfig, device: str) -> EngineNeed:
     options = engine_deployment_options(cfg, device=device)
     bundles = options.get("placement_group_bundles")
-    strategy = options.get("placement_group_strategy", "ACTOR")
+    strategy = options.get("placement_group_strategy", NO_PLACEMENT_GROUP)
     if bundles is None:
         # No placement group: the replica actor alone, with what it reserves.
         actor = options["ray_actor_options"]
         bundles = [{"CPU": float(actor["num_cpus"])}] if actor.get("num_cpus") else []
-    scaling = options.get("autoscaling_config")
-    if scaling is None:
-        low = high = initial = options["num_replicas"]
-    else:
-        low, high = scaling["min_replicas"], scaling["max_replicas"]
-        initial = scaling.get("initial_replicas", low)
+    replicas = cfg.deployment.replica_bounds()
     return EngineNeed(
         path=path,
         id=cfg.id,
@@ -70,7 +59,7 @@ def engine_need(path: str, cfg: EngineConfig, device: str) -> EngineNeed:
         bundles=[{k: float(v) for k, v in b.items() if v} for b in bundles],
         strategy=strategy,
         tensor_parallel_size=cfg.parallelism.tensor_parallel_size,
-        min_replicas=low,
-        max_replicas=high,
-        initial_replicas=initial,
+        min_replicas=replicas.min,
+        max_replicas=replicas.max,
+        initial_replicas=replicas.initial,
     )

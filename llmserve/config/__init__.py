@@ -1,12 +1,13 @@
 """llmserve's configuration: one YAML file describes the whole app."""
 
-from llmserve.config.app import AppConfig, RayConfig
-from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig
+from llmserve.config.app import AppConfig, AppEngine, RayConfig
+from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig, ReplicaBounds
 from llmserve.config.errors import ConfigError, ConfigIssue
 from llmserve.config.ingress import ApiKey, ApiKeyFromEnv, IngressConfig
+from llmserve.config.limits import EmbedderLimits, GenerationLimits, RerankerLimits
 from llmserve.config.loader import load_config, validate_config_dict
-from llmserve.config.model import Device, EngineConfig, ModelConfig
-from llmserve.config.parallel import ParallelismConfig, PlacementStrategy
+from llmserve.config.model import EngineConfig, ModelConfig
+from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.rag import (
     CorpusConfig,
     EmbedderConfig,
@@ -14,7 +15,6 @@ from llmserve.config.rag import (
     RerankerConfig,
     RerankerKind,
     RetrieverConfig,
-    SearchMode,
 )
 from llmserve.config.routing import ModelDeploymentConfig, PrefixRouterConfig
 
@@ -22,26 +22,28 @@ __all__ = [
     "ApiKey",
     "ApiKeyFromEnv",
     "AppConfig",
+    "AppEngine",
     "AutoscalingConfig",
     "ConfigError",
     "ConfigIssue",
     "CorpusConfig",
     "DeploymentConfig",
-    "Device",
     "EmbedderConfig",
+    "EmbedderLimits",
     "EngineConfig",
+    "GenerationLimits",
     "IngressConfig",
     "ModelConfig",
     "ModelDeploymentConfig",
     "ParallelismConfig",
     "PipelineConfig",
-    "PlacementStrategy",
     "PrefixRouterConfig",
     "RayConfig",
+    "ReplicaBounds",
     "RerankerConfig",
+    "RerankerLimits",
     "RerankerKind",
     "RetrieverConfig",
-    "SearchMode",
     "load_config",
     "validate_config_dict",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,34 @@ from pydantic import (
     model_validator,
 )
 
-from llmserve.config.errors import Loc, issues_error, readable_errors
+from llmserve.config.errors import Loc, format_loc, issues_error, readable_errors
 from llmserve.config.ingress import IngressConfig
-from llmserve.config.model import ModelConfig
+from llmserve.config.model import EngineConfig, ModelConfig
 from llmserve.config.rag import EmbedderConfig, PipelineConfig, RerankerConfig, RetrieverConfig
 from llmserve.config.references import find_reference_issues
+
+ENGINE_SECTIONS = ("models", "embedders", "rerankers")
+"""The sections of an ``AppConfig`` whose items each run a vLLM engine."""
+
+
+@dataclass(frozen=True)
+class AppEngine:
+    """One vLLM engine of an app and where the config defines it."""
+
+    section: str
+    index: int
+    config: EngineConfig
+
+    @property
+    def path(self) -> str:
+        """Its YAML path, e.g. ``models[0]``, as config errors name it."""
+        return format_loc((self.section, self.index))
+
+
+def default_home() -> Path:
+    """llmserve's cache folder when a config sets no ``home``: ``$LLMSERVE_HOME`` or
+    ``~/.cache/llmserve``."""
+    return Path(os.environ.get("LLMSERVE_HOME") or "~/.cache/llmserve").expanduser()
 
 
 class RayConfig(BaseModel):
@@ -127,6 +151,14 @@ class AppConfig(BaseModel):
         groups = (self.models, self.embedders, self.rerankers, self.pipelines)
         return [item.id for group in groups for item in group]
 
+    def engines(self) -> list[AppEngine]:
+        """Every vLLM engine (models, embedders, rerankers), in config order."""
+        return [
+            AppEngine(section, i, engine)
+            for section in ENGINE_SECTIONS
+            for i, engine in enumerate(getattr(self, section))
+        ]
+
     def get_model(self, id: str) -> ModelConfig:
         return _by_id(self.models, id, "model")
 
@@ -144,8 +176,7 @@ class AppConfig(BaseModel):
 
     def home_dir(self) -> Path:
         """The cache folder: ``home``, else ``$LLMSERVE_HOME``, else ``~/.cache/llmserve``."""
-        home = self.home or os.environ.get("LLMSERVE_HOME") or "~/.cache/llmserve"
-        return Path(home).expanduser()
+        return Path(self.home).expanduser() if self.home else default_home()
 
 
 def _fused_router_issues(app: AppConfig) -> list[tuple[Loc, str]]:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmserve.config.errors import issues_error
+
+
+class ReplicaBounds(NamedTuple):
+    """How many replicas a deployment may have, and how many it starts with."""
+
+    min: int
+    max: int
+    initial: int
 
 
 class AutoscalingConfig(BaseModel):
@@ -125,6 +133,23 @@ class DeploymentConfig(BaseModel):
             )
         return self
 
+    def replica_bounds(self) -> ReplicaBounds:
+        """Fewest, most and starting replicas, as Serve reads them from ``to_serve_options``.
+
+        A fixed ``num_replicas`` (null: 1) is all three; with autoscaling, the
+        range, starting at ``initial_replicas`` (null: ``min_replicas``).
+        """
+        scaling = self.autoscaling_config
+        if scaling is None:
+            n = self.num_replicas or 1
+            return ReplicaBounds(n, n, n)
+        initial = scaling.initial_replicas
+        return ReplicaBounds(
+            scaling.min_replicas,
+            scaling.max_replicas,
+            scaling.min_replicas if initial is None else initial,
+        )
+
     def limits(self) -> tuple[int, int]:
         """``(max_ongoing_requests, max_queued_requests)``, for a gate outside Serve."""
         return self.max_ongoing_requests, self.max_queued_requests
@@ -139,7 +164,7 @@ class DeploymentConfig(BaseModel):
         if self.autoscaling_config is not None:
             options["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
         else:
-            options["num_replicas"] = self.num_replicas or 1
+            options["num_replicas"] = self.replica_bounds().initial
         options.update(
             max_ongoing_requests=self.max_ongoing_requests,
             max_queued_requests=self.max_queued_requests,

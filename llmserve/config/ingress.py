@@ -64,6 +64,17 @@ class IngressConfig(BaseModel):
             "and pipelines may set their own."
         ),
     )
+    send_timeout_s: float = Field(
+        30,
+        gt=0,
+        description=(
+            "Longest a stream's client may accept no bytes before the stream is cut, its "
+            "engine request aborted and its slot freed. It starts counting only once every "
+            "buffer between the client and the ingress is full (hundreds of KB of tokens), so "
+            "a slow client that still reads never hits it; one that stopped reading holds a "
+            "request slot for at most this long."
+        ),
+    )
     retry_after_s: int = Field(
         1, ge=0, description="Seconds sent in Retry-After with 429 (overload) and 503 answers."
     )

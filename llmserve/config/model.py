@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -10,14 +10,20 @@ from llmserve.config.common import EnvVarName, EnvVarValue, Identifier
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.engine_args import check_engine_kwargs
 from llmserve.config.errors import issues_error
+from llmserve.config.limits import GenerationLimits
 from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.routing import ModelDeploymentConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
-
-Device = Literal["auto", "cpu", "gpu"]
+from llmserve.literals import DeviceSetting
 
 BUILTIN_PREFIX = "builtin:"
+"""A ``source`` starting with this names a model that ships with llmserve (``llmserve.models``)."""
+
+
+def is_builtin(source: str) -> bool:
+    """True when ``source`` names a built-in model (``builtin:<name>``)."""
+    return source.startswith(BUILTIN_PREFIX)
 
 
 class EngineConfig(BaseModel):
@@ -34,7 +40,9 @@ class EngineConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM AsyncEngineArgs, e.g. max_model_len."
     )
-    device: Device = Field("auto", description="Where the engine runs; auto picks gpu if present.")
+    device: DeviceSetting = Field(
+        "auto", description="Where the engine runs; auto picks gpu if present."
+    )
     parallelism: ParallelismConfig = Field(
         default_factory=ParallelismConfig, description="Tensor/pipeline parallel layout."
     )
@@ -64,7 +72,7 @@ class EngineConfig(BaseModel):
     @property
     def is_builtin(self) -> bool:
         """True when ``source`` names a model that ships with llmserve."""
-        return self.source.startswith(BUILTIN_PREFIX)
+        return is_builtin(self.source)
 
 
 class ModelConfig(EngineConfig):
@@ -93,9 +101,7 @@ class ModelConfig(EngineConfig):
     def resumes_streams(self, fused: bool) -> bool:
         if self.resume_streams is not None:
             return self.resume_streams and not fused
-        d = self.deployment
-        most = d.autoscaling_config.max_replicas if d.autoscaling_config else d.num_replicas
-        return not fused and (most or 1) > 1
+        return not fused and self.deployment.replica_bounds().max > 1
 
     serving: dict[str, Any] = Field(
         default_factory=dict,
@@ -111,6 +117,15 @@ class ModelConfig(EngineConfig):
         description=(
             "LoRA adapters served by this model's replicas, each under its own model id "
             "(listed in /v1/models with `parent` set to this model's id)."
+        ),
+    )
+
+    limits: GenerationLimits = Field(
+        default_factory=GenerationLimits,
+        description=(
+            "Per-request cost caps (n, prompts, max_tokens, stop, logprobs), checked by the "
+            "ingress before the request queues; past one, a 400 names the field and the cap. "
+            "They apply to the model's LoRA adapters and to pipelines it generates for too."
         ),
     )
 

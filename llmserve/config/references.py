@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.errors import Loc
 from llmserve.config.rag import PipelineConfig, RetrieverConfig
 
@@ -36,7 +39,7 @@ def _items(data: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str
     return [(i, item) for i, item in enumerate(items) if isinstance(item, Mapping)]
 
 
-def _get(item: Mapping[str, Any], model: type, name: str) -> Any:
+def _get(item: Mapping[str, Any], model: type[BaseModel], name: str) -> Any:
     if name in item:
         return item[name]
     return model.model_fields[name].get_default(call_default_factory=True)
@@ -78,7 +81,7 @@ def _check_ref(value: Any, section: str, owners: dict, loc: Loc, issues: Issues)
 
 def _check_adapter_ids(data: Mapping[str, Any], served: dict, issues: Issues) -> None:
     """LoRA adapter ids are model names to clients too: unique among all of them."""
-    seen: dict[str, str] = {}
+    seen: dict[str, Any] = {}
     for i, item in _items(data, "models"):
         lora = item.get("lora")
         adapters = lora.get("adapters") if isinstance(lora, Mapping) else None
@@ -147,14 +150,16 @@ def _check_responses_store(data: Mapping[str, Any], issues: Issues) -> None:
     """vLLM's Responses store (``previous_response_id``) is one process's memory, so a
     model that stores responses must have exactly one replica: the ingress's when it is
     the fused model, its own otherwise."""
-    ingress = data.get("ingress") if isinstance(data.get("ingress"), Mapping) else {}
+    raw_ingress = data.get("ingress")
+    ingress: Mapping[str, Any] = raw_ingress if isinstance(raw_ingress, Mapping) else {}
     for i, model in _items(data, "models"):
         env = model.get("env_vars")
         if not isinstance(env, Mapping) or str(env.get(RESPONSES_STORE, "0")) in ("0", ""):
             continue
         fused = model.get("id") is not None and ingress.get("fused_model") == model.get("id")
         deployment = (ingress if fused else model).get("deployment") or {}
-        if _most_replicas(deployment) != 1:
+        most = _most_replicas(deployment)
+        if most is not None and most != 1:
             where = "the ingress (which runs this fused model)" if fused else "this model"
             issues.append(
                 (
@@ -166,10 +171,17 @@ def _check_responses_store(data: Mapping[str, Any], issues: Issues) -> None:
             )
 
 
-def _most_replicas(deployment: Any) -> Any:
-    if not isinstance(deployment, Mapping):  # reported by the field's own check
-        return 1
-    autoscaling = deployment.get("autoscaling_config")
-    if isinstance(autoscaling, Mapping):
-        return autoscaling.get("max_replicas", 1)
-    return deployment.get("num_replicas") or 1
+def _most_replicas(deployment: Any) -> int | None:
+    """``DeploymentConfig.replica_bounds().max`` of a raw deployment block; None when its
+    replica settings are invalid (the block's own validation reports why)."""
+    if not isinstance(deployment, Mapping):
+        return None
+    replicas = {k: deployment[k] for k in _REPLICA_FIELDS if k in deployment}
+    try:
+        return DeploymentConfig.model_validate(replicas).replica_bounds().max
+    except ValidationError:
+        return None
+
+
+# The fields replica_bounds reads: the rest of a block (possibly invalid) does not matter here.
+_REPLICA_FIELDS = ("num_replicas", "autoscaling_config")

@@ -8,12 +8,12 @@ endpoints llmserve does not serve are refused with the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 from pathlib import Path
 from typing import Any
 
+from llmserve.compat import vllm as vllm_compat
 from llmserve.config.engine_args import NO_VLLM, check_args, dataclass_hints
 from llmserve.config.errors import Loc
 
@@ -58,23 +58,22 @@ def serving_option_hints() -> dict[str, Any] | None:
     """Option name -> type hint; None when vLLM is not installed."""
     try:
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.entrypoints.launchers.cli_args import FrontendArgs
+
+        frontend = vllm_compat.frontend_args_class()
     except ImportError:
         return None
     engine = dataclass_hints(AsyncEngineArgs)
-    return dataclass_hints(FrontendArgs) | {name: engine[name] for name in ENGINE_SERVING_OPTIONS}
+    return dataclass_hints(frontend) | {name: engine[name] for name in ENGINE_SERVING_OPTIONS}
 
 
 def _refusals(hints: dict[str, Any]) -> dict[str, str]:
-    from vllm.entrypoints.launchers.cli_args import BaseFrontendArgs
-
     refused = {
         name: f"'{name}' is set by llmserve; use '{field}' instead"
         for name, field in OWNED_SERVING_OPTIONS.items()
     }
     for name, why in UNSUPPORTED_SERVING_OPTIONS.items():
         refused[name] = f"'{name}' cannot be set per model: {why}"
-    per_model = {f.name for f in dataclasses.fields(BaseFrontendArgs)} | set(ENGINE_SERVING_OPTIONS)
+    per_model = vllm_compat.per_model_frontend_options() | set(ENGINE_SERVING_OPTIONS)
     for name in hints:
         if name not in per_model and name not in refused:
             refused[name] = f"'{name}' configures vLLM's HTTP server: {_SERVER}"
@@ -132,10 +131,8 @@ def _check_reasoning_parser(value: Any, options: dict[str, Any]) -> str | None:
 
 
 def _check_chat_template(value: Any, options: dict[str, Any]) -> str | None:
-    from vllm.renderers.chat_utils import validate_chat_template
-
     try:
-        validate_chat_template(value)
+        vllm_compat.check_chat_template(value)
     except Exception:
         shown = value if len(value) <= 80 else value[:77] + "..."
         return (

@@ -14,9 +14,8 @@ A replica planned with GPU bundles therefore also starts on GPU.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
 
-Device = Literal["cpu", "gpu"]
+from llmserve.literals import Device
 
 
 def device_from_resources(resources: Mapping[str, float]) -> Device:

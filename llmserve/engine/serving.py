@@ -3,7 +3,8 @@
 We build the serving objects with vLLM's ``init_app_state``, from the same
 defaults its API server uses, so requests are answered exactly as a bare
 vLLM server answers them (sampling params, ``n``, logprobs, structured
-output, usage, error messages).
+output, usage, error messages). That wiring is vLLM's private API; it lives
+in ``llmserve.compat.vllm``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmserve.compat import vllm as vllm_compat
 from llmserve.engine.args import build_engine_args, prepare_process_env, resolve_device
 from llmserve.engine.flavour import check_vllm_flavour
 from llmserve.engine.reaper import child_processes, reap_on_exit
@@ -22,7 +24,6 @@ from llmserve.engine.reaper import child_processes, reap_on_exit
 logger = logging.getLogger("llmserve")
 
 if TYPE_CHECKING:
-    from starlette.datastructures import State
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from llmserve.config import EngineConfig
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 @dataclasses.dataclass
 class EngineBundle:
     engine: AsyncLLM
-    state: State
-    """vLLM's app state: ``openai_serving_chat``, ``serving_embedding``, ..."""
+    serving: vllm_compat.ServingState
+    """vLLM's serving objects on the engine: ``chat``, ``embedding``, ..."""
 
 
 async def start_engine(
@@ -41,9 +42,6 @@ async def start_engine(
     # Before importing vLLM: a missing or wrong vLLM build gets a clear error.
     device = resolve_device(cfg.device)
     check_vllm_flavour(device)
-    from starlette.datastructures import State
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-    from vllm.entrypoints.launchers.cli_args import FrontendArgs
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -77,11 +75,10 @@ async def start_engine(
     )
     # The engine core (and CPU TP workers) must not outlive this process.
     reap_on_exit(child_processes() - before)
-    args = argparse.Namespace(**(frontend_args(cfg, FrontendArgs) | vars(engine_args)))
+    frontend = frontend_args(cfg, vllm_compat.frontend_args_class())
+    args = vllm_compat.serving_namespace(frontend, engine_args)
     import_parser_plugins(args)
-    state = State()
-    await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
-    return EngineBundle(engine=engine, state=state)
+    return EngineBundle(engine=engine, serving=await vllm_compat.init_serving(engine, args))
 
 
 def frontend_args(cfg: EngineConfig, frontend_cls: type) -> dict[str, Any]:

@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse, Response
 
+from llmserve.compat.sse_starlette import EventStream
 from llmserve.ingress.admission import AdmissionGate
 from llmserve.ingress.deadline import StreamDeadline
 from llmserve.ingress.health import HealthMonitor
 from llmserve.ingress.resume import StreamState, resumable
 from llmserve.ingress.routes import Route
-from llmserve.ingress.sse import EventStream
 from llmserve.observability import metrics
 from llmserve.openai import sse
 from llmserve.openai.errors import APIError, from_exception, status_of, timed_out, unavailable
@@ -51,6 +52,8 @@ class Target:
     """Only for what runs in this process; Serve bounds handle calls itself."""
     retry_after: dict[str, str]
     health: HealthMonitor | None = None
+    send_timeout_s: float | None = None
+    """How long a stream's client may accept no bytes before it is cut (slow readers)."""
 
     @property
     def id(self) -> str:
@@ -99,11 +102,18 @@ async def call(target: Target, endpoint: Endpoint, body: Body, meta: RequestMeta
         metrics.observe_request(target.id, endpoint, status, time.perf_counter() - start)
         return error_response(first, status, target.retry_after)
     metrics.observe_first_chunk(target.id, time.perf_counter() - start)
-    return EventStream(
-        _relay(gen, first, target, endpoint, meta, start, deadline, release, state),
+    work = _Work(gen, release)
+    response = EventStream(
+        _relay(work, first, target, endpoint, meta, start, deadline, state),
         ping=15,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        stall_timeout_s=target.send_timeout_s,
+        on_close=work.close,
     )
+    # Should the response never be sent at all (the request task cancelled
+    # between here and the first byte), dropping it still frees the work.
+    weakref.finalize(response, work.close)
+    return response
 
 
 async def _first_item(
@@ -146,17 +156,39 @@ def _unavailable(exc: Exception) -> bool:
     return isinstance(exc, (RayActorError, ActorDiedError, ActorUnavailableError))
 
 
+class _Work:
+    """What a stream holds: its call (replaced when it resumes) and its admission slot.
+
+    ``close`` is idempotent and runs at least once however the stream ends: from
+    the relay's own cleanup, from the response's close hook (which runs even when
+    the relay never started), or when the response object is dropped unsent.
+    """
+
+    __slots__ = ("gen", "release", "__weakref__")
+
+    def __init__(self, gen: ItemStream, release: Release):
+        self.gen: ItemStream | None = gen
+        self.release = release
+
+    def close(self) -> None:
+        gen, self.gen = self.gen, None
+        if gen is not None:
+            gen.cancel()
+        self.release()
+
+
 async def _relay(
-    gen: ItemStream,
+    work: _Work,
     first: Item,
     target: Target,
     endpoint: Endpoint,
     meta: RequestMeta,
     start: float,
     deadline: float,
-    release: Release,
     state: StreamState | None = None,
 ) -> AsyncIterator[bytes]:
+    gen = work.gen
+    assert gen is not None
     status = 200
     out: Callable[[str], bytes] = state.relay if state is not None else str.encode
     timer = StreamDeadline(deadline)  # times the waits for chunks, never the writer
@@ -172,6 +204,7 @@ async def _relay(
                     raise
                 gen.cancel()
                 gen, event = await _continue(target, state, meta, deadline)
+                work.gen = gen
                 out = state.relay_continued
             yield out(event)
     except asyncio.CancelledError:
@@ -184,7 +217,7 @@ async def _relay(
         yield sse.DONE
     finally:
         timer.close()
-        _close(gen, release)
+        work.close()
         metrics.observe_request(target.id, endpoint, status, time.perf_counter() - start)
 
 

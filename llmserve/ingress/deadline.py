@@ -37,6 +37,7 @@ class StreamDeadline:
             self._timer = asyncio.get_running_loop().call_at(self._when, self._expire)
         if self.expired:
             raise TimeoutError
+        assert self._task is not None
         cancelling = self._task.cancelling()
         self._waiting = True
         try:
@@ -56,11 +57,12 @@ class StreamDeadline:
     def _uncut(self) -> int:
         """Take back the deadline's cancellation; the cancellations left."""
         self._cut = False
+        assert self._task is not None
         return self._task.uncancel()
 
     def _expire(self) -> None:
         self.expired = True
-        if self._waiting:
+        if self._waiting and self._task is not None:
             self._cut = True
             self._task.cancel()
 

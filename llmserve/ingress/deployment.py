@@ -30,7 +30,7 @@ from llmserve.servers.clients import Client, LocalClient, StreamClient
 class Ingress:
     """Serve deployment class; ``build_ingress_app`` has the routes."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         config: IngressConfig,
         routes: RouteTable,

@@ -20,6 +20,8 @@ import contextlib
 import logging
 import time
 
+from llmserve.compat.ray import kv_delete, kv_get, kv_keys, kv_put
+
 logger = logging.getLogger("llmserve")
 
 NAMESPACE = "llmserve"
@@ -28,26 +30,19 @@ _INFLIGHT = "inflight:"
 WATCH_PERIOD_S = 0.5
 
 
-def _kv():
-    from ray.experimental import internal_kv
-
-    return internal_kv
-
-
 def request_drain() -> None:
     """Tell every ingress replica to stop taking requests (driver side)."""
-    _kv()._internal_kv_put(_FLAG, b"1", overwrite=True, namespace=NAMESPACE)
+    kv_put(_FLAG, b"1", NAMESPACE)
 
 
 def wait_drained(timeout_s: float) -> tuple[bool, float]:
     """Wait until no ingress replica has a request in flight; (drained, seconds)."""
-    kv = _kv()
     start = time.monotonic()
     # Give every replica a chance to see the flag and report.
     time.sleep(2 * WATCH_PERIOD_S)
     while True:
-        keys = kv._internal_kv_list(_INFLIGHT.encode(), namespace=NAMESPACE)
-        counts = [kv._internal_kv_get(k, namespace=NAMESPACE) for k in keys]
+        keys = kv_keys(_INFLIGHT.encode(), NAMESPACE)
+        counts = [kv_get(k, NAMESPACE) for k in keys]
         if sum(int(c or 0) for c in counts) == 0:
             return True, time.monotonic() - start
         if time.monotonic() - start >= timeout_s:
@@ -57,10 +52,9 @@ def wait_drained(timeout_s: float) -> tuple[bool, float]:
 
 def clear() -> None:
     """Forget the flag and the counts (a new app on the same cluster starts clean)."""
-    kv = _kv()
     with contextlib.suppress(Exception):
-        for key in [_FLAG, *kv._internal_kv_list(_INFLIGHT.encode(), namespace=NAMESPACE)]:
-            kv._internal_kv_del(key, namespace=NAMESPACE)
+        for key in [_FLAG, *kv_keys(_INFLIGHT.encode(), NAMESPACE)]:
+            kv_delete(key, NAMESPACE)
 
 
 class DrainWatch:
@@ -77,22 +71,17 @@ class DrainWatch:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        kv = _kv()
         while True:
             await asyncio.sleep(WATCH_PERIOD_S)
             try:
                 if not self.draining:
-                    flag = await asyncio.to_thread(kv._internal_kv_get, _FLAG, namespace=NAMESPACE)
+                    flag = await asyncio.to_thread(kv_get, _FLAG, NAMESPACE)
                     if flag:
                         logger.warning("draining: new requests get 503 from now on")
                         self.draining = True
                 if self.draining:
                     await asyncio.to_thread(
-                        kv._internal_kv_put,
-                        self.key,
-                        str(self.inflight).encode(),
-                        True,
-                        namespace=NAMESPACE,
+                        kv_put, self.key, str(self.inflight).encode(), NAMESPACE
                     )
             except Exception:  # no GCS (unit tests, a cluster going away): keep serving
                 logger.debug("drain watch: key-value store not reachable", exc_info=True)

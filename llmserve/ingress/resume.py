@@ -9,6 +9,17 @@ sent, and relays only the new text, reshaped as chunks of the original stream
 (same ``id``). Token ids, not text, make the continuation exact: at
 temperature 0 the client gets the text an uninterrupted run gives.
 
+The continuation is the same request: it carries every field of the
+original body (sampling, ``bad_words``, ``allowed_token_ids``, ``vllm_xargs``
+for custom logits processors, ``cache_salt``, ``priority``, ... and any field
+a later vLLM adds) except the ones in ``NOT_CARRIED``, which must not carry.
+The ingress does not import vLLM (5 s and half a GB per replica), so this is
+an exclude list rather than vLLM's ``CompletionRequest`` fields read at run
+time; tests/unit/ingress/test_resume.py checks it against those fields, so a
+field a new vLLM adds fails there until someone decides where it belongs.
+Keys vLLM does not know are carried too; its request models accept and
+ignore them, as for the original request.
+
 Only plain text streams are resumable (one choice, no tools, logprobs or
 structured output); a stream that cannot be resumed ends with the SSE error
 event as before. The token ids are stripped from what the client sees unless
@@ -22,23 +33,65 @@ from typing import Any
 
 from llmserve.openai import sse
 
-# Sampling settings that carry over from the original request to the continuation.
-_SAMPLING = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "seed",
-    "stop",
-    "stop_token_ids",
-    "ignore_eos",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "logit_bias",
-    "skip_special_tokens",
-    "spaces_between_special_tokens",
-    "include_stop_str_in_output",
+# Fields of the original request that must not reach the continuation.
+NOT_CARRIED = frozenset(
+    {
+        # The continuation's prompt is token ids: the original prompt, rendered
+        # (chat template, tools, documents), tokenized and truncated once already.
+        "prompt",
+        "prompt_embeds",
+        "suffix",
+        "messages",
+        "add_generation_prompt",
+        "continue_final_message",
+        "chat_template",
+        "chat_template_kwargs",
+        "documents",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning_effort",
+        "mm_processor_kwargs",
+        "media_io_kwargs",
+        "add_special_tokens",
+        "truncate_prompt_tokens",  # again would cut off the tokens already sent
+        "truncation_side",
+        # Set by continuation() itself: the model, streaming, the token ids, and
+        # the token limits less what was already sent.
+        "model",
+        "stream",
+        "stream_options",
+        "return_token_ids",
+        "max_tokens",
+        "max_completion_tokens",
+        "min_tokens",
+        # What the answer holds: the relay rewrites the continuation's chunks
+        # as the original's, which these would reshape (resumable() also
+        # refuses n > 1 and logprobs).
+        "n",
+        "echo",
+        "logprobs",
+        "top_logprobs",
+        "prompt_logprobs",
+        "logprob_token_ids",
+        "return_tokens_as_token_ids",
+        "include_reasoning",
+        "return_prompt_text",
+        "return_token_offsets",  # render endpoints only
+        "mm_payload",  # render endpoints only
+        "return_mm_kwargs",  # render endpoints only
+        "routed_experts_prompt_start",
+        # The original engine request's own: its id, and the KV / encoder cache
+        # handoff of disaggregated serving, which describes the original prompt.
+        "request_id",
+        "kv_transfer_params",
+        "ec_transfer_params",
+        # State that starts over in a new request (grammar, beams): a stream
+        # that sets them is not resumable.
+        "response_format",
+        "structured_outputs",
+        "use_beam_search",
+    }
 )
 # Anything here makes a stream not resumable.
 _NOT_RESUMABLE = (
@@ -55,6 +108,7 @@ _NOT_RESUMABLE = (
     "guided_grammar",
     "best_of",
     "prompt_logprobs",
+    "use_beam_search",
 )
 MAX_RESUMES = 2
 
@@ -112,7 +166,8 @@ class StreamState:
 
     def continuation(self) -> dict[str, Any]:
         """A ``completions`` request that continues the stream where the client is."""
-        body: dict[str, Any] = {k: self.body[k] for k in _SAMPLING if k in self.body}
+        assert self.prompt_ids is not None, "can_resume() is checked first"
+        body = {k: v for k, v in self.body.items() if k not in NOT_CARRIED}
         body |= {
             "model": self.body["model"],
             "prompt": self.prompt_ids + self.token_ids,

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-BUILTIN_PREFIX = "builtin:"
+from llmserve.config.app import default_home
+from llmserve.config.model import BUILTIN_PREFIX, is_builtin
+
 READY_MARKER = ".llmserve-ready"
 
 
@@ -146,17 +148,6 @@ BUILTINS: dict[str, BuiltinModel] = {
         ),
     )
 }
-
-
-def default_home() -> Path:
-    """llmserve's cache folder: ``$LLMSERVE_HOME`` or ``~/.cache/llmserve``."""
-    import os
-
-    return Path(os.environ.get("LLMSERVE_HOME") or Path.home() / ".cache" / "llmserve")
-
-
-def is_builtin(source: str) -> bool:
-    return source.startswith(BUILTIN_PREFIX)
 
 
 def builtin_name(source: str) -> str:

@@ -28,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from llmserve.compat.ray import ReplicaCall, replica_calls
+
 logger = logging.getLogger("llmserve")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -138,12 +140,12 @@ async def _scrape_one(handle: Any, deadline: float) -> list[ReplicaMetrics]:
         # replica still answers.
         response = handle.broadcast("metrics_text")
         async with asyncio.timeout_at(deadline):
-            calls = await _replica_calls(response)
+            calls = await replica_calls(response)
     except Exception as exc:  # no running replica, or none known in time
         _count_error(name, exc)
         return []
 
-    async def one(call) -> ReplicaMetrics | None:
+    async def one(call: ReplicaCall) -> ReplicaMetrics | None:
         try:
             async with asyncio.timeout_at(deadline):
                 return await call.get_async()
@@ -152,27 +154,6 @@ async def _scrape_one(handle: Any, deadline: float) -> list[ReplicaMetrics]:
             return None
 
     return [part for part in await asyncio.gather(*(one(c) for c in calls)) if part is not None]
-
-
-async def _replica_calls(response: Any) -> list[Any]:
-    # Ray 2.60's public results_async() times the broadcast out as a whole, so one
-    # stuck replica would hide all of its deployment; the per-replica results are
-    # only reachable here. Should the method go, the whole-deployment way remains.
-    fetch = getattr(response, "_fetch_replica_results_async", None)
-    if fetch is not None:
-        return await fetch()
-    results = await response.results_async(return_exceptions=True)
-    return [_Done(r) for r in results]
-
-
-@dataclass
-class _Done:
-    value: Any
-
-    async def get_async(self) -> Any:
-        if isinstance(self.value, BaseException):
-            raise self.value
-        return self.value
 
 
 def _count_error(deployment: str, exc: BaseException) -> None:

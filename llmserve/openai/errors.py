@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llmserve.compat.vllm import error_param
+
 # OpenAI's error ``type`` for the statuses llmserve produces itself.
 _TYPES = {
     400: "invalid_request_error",
@@ -82,6 +84,20 @@ def unavailable(target: str) -> APIError:
     return APIError(503, f"'{target}' is unavailable; retry after the time in Retry-After")
 
 
+def over_limit(
+    param: str, value: object, limit: int, target: str, noun: str | None = None
+) -> APIError:
+    """400: a request field past a per-request cap; names the field and the cap.
+
+    ``noun``: what ``param`` counts (``value`` is then how many it holds).
+    """
+    if noun is None:
+        message = f"{param} must be at most {limit} for '{target}' (got {value})"
+    else:
+        message = f"{param} holds {value} {noun}; '{target}' takes at most {limit} per request"
+    return APIError(400, message, param=param)
+
+
 def timed_out(target: str, seconds: float) -> APIError:
     return APIError(504, f"request to '{target}' did not finish within {seconds:g} s")
 
@@ -115,9 +131,6 @@ def validation_error_body(exc: ValidationError) -> dict[str, Any]:
     ``param`` names the offending field (e.g. ``temperature``) so clients can
     point at it; vLLM's own validators attach it to their errors.
     """
-    from vllm.entrypoints.serve.exception_handling.handlers.validation import (
-        clean_loc_for_param,
-    )
     from vllm.exceptions import VLLMValidationError
 
     errors = exc.errors(include_url=False, include_input=False)
@@ -128,6 +141,6 @@ def validation_error_body(exc: ValidationError) -> dict[str, Any]:
             param = ctx_error.parameter
             break
     if param is None and errors and errors[0].get("loc"):
-        param = clean_loc_for_param(tuple(errors[0]["loc"]))
-    lines = [f"{clean_loc_for_param(tuple(e.get('loc', ())))}: {e['msg']}" for e in errors[:10]]
+        param = error_param(tuple(errors[0]["loc"]))
+    lines = [f"{error_param(tuple(e.get('loc', ())))}: {e['msg']}" for e in errors[:10]]
     return error_body(400, "; ".join(lines) or "invalid request", param)

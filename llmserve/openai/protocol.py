@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmserve.literals import SearchMode
 from llmserve.openai.errors import APIError
-
-SearchMode = Literal["hybrid", "dense", "bm25"]
 
 
 class RagOverrides(BaseModel):

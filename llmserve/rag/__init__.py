@@ -15,16 +15,15 @@ from llmserve.rag.documents import Document, DocumentLoadError, load_file
 from llmserve.rag.indexer import IndexReport, build_index
 from llmserve.rag.prompt import build_messages, format_context
 from llmserve.rag.store import (
-    SEARCH_MODES,
     ChunkStore,
     Hit,
     IndexNotBuilt,
     InvalidFilter,
     UnknownFilterField,
+    index_hint,
 )
 
 __all__ = [
-    "SEARCH_MODES",
     "Chunk",
     "ChunkStore",
     "CorpusFiles",
@@ -44,6 +43,7 @@ __all__ = [
     "discover_files",
     "embedding_text",
     "format_context",
+    "index_hint",
     "load_documents",
     "load_file",
 ]

@@ -25,14 +25,18 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
+from llmserve.compat.lancedb import (
+    DISTANCE_COLUMN,
+    FTS_SCORE_COLUMN,
+    RELEVANCE_COLUMN,
+    is_missing_fts_index,
+)
+from llmserve.literals import SEARCH_MODES, SearchMode
 from llmserve.rag.chunking import Chunk
-
-SearchMode = Literal["hybrid", "dense", "bm25"]
-SEARCH_MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
 
 #: Columns every chunk row has; metadata fields may not reuse these names.
 CORE_COLUMNS = (
@@ -42,7 +46,13 @@ CORE_COLUMNS = (
 #: Built-in columns callers may filter on, besides declared metadata fields.
 BUILTIN_FILTER_FIELDS = ("source", "title")
 
-DEFAULT_NOT_BUILT_HINT = "Build it with `llmserve index CONFIG --pipeline NAME`."
+
+def index_hint(pipeline: str = "NAME") -> str:
+    """What to run when an index is missing: ``llmserve index`` for the pipeline that uses it."""
+    return f"Build it with: llmserve index CONFIG --pipeline {pipeline}"
+
+
+DEFAULT_NOT_BUILT_HINT = index_hint()
 
 # Reciprocal-rank-fusion constant; 60 is the value from the original RRF paper
 # and LanceDB's default.
@@ -388,7 +398,7 @@ class ChunkStore:
         try:
             rows = self._run_query(table, text, query_vector, mode, top_k, where)
         except ValueError as exc:
-            if "INVERTED index" not in str(exc):
+            if not is_missing_fts_index(exc):
                 raise
             # Only an empty table legitimately lacks the full-text index.
             if table.count_rows() == 0:
@@ -433,22 +443,26 @@ class ChunkStore:
         # Hybrid legs can't name their score columns (each leg only has one of
         # them), so hybrid selects everything and drops the vector afterwards.
         columns = [name for name in table.schema.names if name != "vector"]
+        # Dense and hybrid search need the query vector; bm25 does not.
+        query_vector = list(vector) if vector is not None else None
+        if mode != "bm25" and query_vector is None:
+            raise ValueError(f"{mode} search needs a query vector")
         if mode == "dense":
             query = (
-                table.search(list(vector), vector_column_name="vector", query_type="vector")
+                table.search(query_vector, vector_column_name="vector", query_type="vector")
                 .distance_type("cosine")
-                .select([*columns, "_distance"])
+                .select([*columns, DISTANCE_COLUMN])
             )
         elif mode == "bm25":
             query = table.search(text, query_type="fts", fts_columns="text").select(
-                [*columns, "_score"]
+                [*columns, FTS_SCORE_COLUMN]
             )
         else:
             from lancedb.rerankers import RRFReranker
 
             query = (
                 table.search(query_type="hybrid", vector_column_name="vector", fts_columns="text")
-                .vector(list(vector))
+                .vector(query_vector)
                 .text(text)
                 .distance_type("cosine")
                 .rerank(RRFReranker(K=RRF_K))
@@ -467,11 +481,11 @@ class ChunkStore:
     @staticmethod
     def _to_hit(row: Mapping[str, Any], mode: str) -> Hit:
         if mode == "dense":
-            score = 1.0 - float(row["_distance"])
+            score = 1.0 - float(row[DISTANCE_COLUMN])
         elif mode == "bm25":
-            score = float(row["_score"])
+            score = float(row[FTS_SCORE_COLUMN])
         else:
-            score = float(row["_relevance_score"])
+            score = float(row[RELEVANCE_COLUMN])
         return Hit(
             chunk_id=row["chunk_id"],
             source=row["source"],

@@ -35,7 +35,7 @@ class StreamClient:
         self._respond = handle.options(stream=True).respond
 
     def stream(self, endpoint: Endpoint, body: Body, meta: RequestMeta) -> ItemStream:
-        return self._respond.remote(endpoint, body, meta)  # type: ignore[no-any-return]
+        return self._respond.remote(endpoint, body, meta)
 
 
 class LocalClient:
@@ -97,7 +97,7 @@ class SearchClient:
         self._handle = handle
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
-        return await self._handle.search.remote(query)  # type: ignore[no-any-return]
+        return await self._handle.search.remote(query)
 
 
 class EmbedClient:
@@ -107,7 +107,7 @@ class EmbedClient:
         self._handle = handle
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        return await self._handle.embed.remote(texts)  # type: ignore[no-any-return]
+        return await self._handle.embed.remote(texts)
 
 
 class ScoreClient:
@@ -117,4 +117,4 @@ class ScoreClient:
         self._handle = handle
 
     async def score(self, body: Body) -> Answer:
-        return await self._handle.score.remote(body)  # type: ignore[no-any-return]
+        return await self._handle.score.remote(body)

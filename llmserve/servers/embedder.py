@@ -28,9 +28,9 @@ from llmserve.servers.protocol import (
 
 
 class Embedder(PoolingServer):
-    async def __init__(self, cfg, home: str | None = None):
+    async def __init__(self, cfg, home: str | None = None):  # type: ignore[misc]  # Serve awaits it
         await self._start(cfg, home)
-        self._serving = self._state.serving_embedding
+        self._serving = self._state.embedding
         if self._serving is None:
             raise ValueError(f"embedder '{cfg.id}': {cfg.source} is not an embedding model")
         self._embed_batch.set_max_batch_size(cfg.max_batch_size)
@@ -71,7 +71,8 @@ class Embedder(PoolingServer):
             # One bad input fails a whole engine call: redo each call on its
             # own, so only the one that sent it gets the error.
             return [await self._embed_alone(texts) for texts in calls]
-        out, start = [], 0
+        out: list[list[list[float]] | APIError] = []
+        start = 0
         for texts in calls:
             out.append(vectors[start : start + len(texts)])
             start += len(texts)

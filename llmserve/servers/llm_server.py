@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmserve.compat.vllm import loaded_lora_adapters, responses_sse_events
 from llmserve.engine.requests import parse_request, raw_request, vllm_error
 from llmserve.engine.serving import start_engine
 from llmserve.observability import metrics
@@ -61,7 +62,7 @@ class _Handler:
 class LLMServer:
     """Serves one model. Its Serve health check is the engine's health check."""
 
-    async def __init__(self, model, home: str | None = None):
+    async def __init__(self, model, home: str | None = None):  # type: ignore[misc]  # Serve awaits it
         # Serve awaits an async constructor; start the engine before serving.
         await self._start(model, home, restart_in_place=False)
 
@@ -84,12 +85,41 @@ class LLMServer:
     async def _start_engine(self) -> None:
         bundle = await start_engine(self._model, self._home)
         self._engine = bundle.engine
-        self._chat = bundle.state.openai_serving_chat
-        self._completion = bundle.state.openai_serving_completion
-        self._tokenization = bundle.state.serving_tokenization
-        self._models = bundle.state.openai_serving_models
-        self._responses = bundle.state.openai_serving_responses
+        serving = bundle.serving
+        if serving.chat is None or serving.completion is None or serving.responses is None:
+            bundle.engine.shutdown()
+            raise ValueError(f"model '{self.model_id}': {self._model.source} is not generative")
+        self._chat, self._completion = serving.chat, serving.completion
+        self._tokenization, self._models = serving.tokenization, serving.models
+        self._responses = serving.responses
         self._handlers = self._handler_table()
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """One 1-token request through vLLM's chat path (completions for a model with no
+        chat template) before the first client's.
+
+        The first request after an engine start renders the chat template for the first
+        time and runs the engine's first step; whoever sends it waits for that, and in a
+        burst so does everyone queued behind it on the event loop: right after start, 200
+        streams at 3x capacity on the tiny app got their 429s in 230-580 ms, against about
+        70 ms once warm (docs/performance.md). A failure here is logged, never fatal: the
+        engine's own checks decide whether it can serve.
+        """
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+        common = {"model": self.model_id, "max_tokens": 1, "temperature": 0}
+        try:
+            chat = ChatCompletionRequest(**common, messages=[{"role": "user", "content": "Hi"}])
+            answer = await self._chat.create_chat_completion(chat, None)
+            if getattr(answer, "error", None) is not None:
+                prompt = CompletionRequest(**common, prompt="Hi")
+                answer = await self._completion.create_completion(prompt, None)
+            if getattr(answer, "error", None) is not None:
+                logger.warning("model %s: warm-up request refused: %s", self.model_id, answer)
+        except Exception:
+            logger.warning("model %s: warm-up request failed", self.model_id, exc_info=True)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve's user_config: the LoRA adapters to serve, ``{"lora_adapters": {id: path}}``.
@@ -103,7 +133,7 @@ class LLMServer:
         )
 
         wanted = dict(user_config.get("lora_adapters") or {})
-        loaded = {name: r.lora_path for name, r in self._models.lora_requests.items()}
+        loaded = loaded_lora_adapters(self._models)
         for name in loaded.keys() - wanted.keys():
             await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
         for name, path in wanted.items():
@@ -189,12 +219,10 @@ class LLMServer:
 
     async def _create_responses(self, request: Any, raw_request: Any) -> Any:
         """OpenAI's Responses API (``POST /v1/responses``), by vLLM's own serving class."""
-        from vllm.entrypoints.openai.responses.api_router import _convert_stream_to_sse_events
-
         result = await self._responses.create_responses(request, raw_request)
         if isinstance(result, AsyncGenerator):
             # Event objects, written as typed SSE events exactly as vLLM's router does.
-            return _convert_stream_to_sse_events(result)
+            return responses_sse_events(result)
         return result
 
     async def _serve(

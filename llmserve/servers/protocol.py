@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
+from llmserve.literals import SearchMode
 from llmserve.observability.metrics import ReplicaMetrics
 
 Body: TypeAlias = dict[str, Any]
@@ -171,8 +172,8 @@ class SearchQuery:
 
     text: str
     top_k: int
-    mode: str | None = None
-    """``hybrid``, ``dense`` or ``bm25``; None: the retriever's default."""
+    mode: SearchMode | None = None
+    """None: the retriever's default."""
     filters: Mapping[str, Any] | None = None
 
 

@@ -25,10 +25,10 @@ from llmserve.servers.protocol import (
 
 
 class Reranker(PoolingServer):
-    async def __init__(self, cfg, home: str | None = None):
+    async def __init__(self, cfg, home: str | None = None):  # type: ignore[misc]  # Serve awaits it
         await self._start(cfg, home)
         self.kind = cfg.kind
-        self._serving = self._state.serving_scores
+        self._serving = self._state.scores
         if self._serving is None:
             raise ValueError(f"reranker '{cfg.id}': {cfg.source} has no score API in vLLM")
 

@@ -190,12 +190,12 @@ def test_adapters_swapped_by_a_redeploy_without_restarting_the_engine(
     app: str, adapters: dict[str, str], port: int
 ) -> None:
     """Last: it changes the app. tiny-b goes, tiny-c (tiny-b's weights) comes."""
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.runtime.serve import deploy
 
     before = {m: text(complete(app, m)) for m in ADAPTERS}
     replicas = _replica_ids(f"llm-{BASE}")
     swapped = {ADAPTERS[0]: adapters[ADAPTERS[0]], "tiny-c": adapters[ADAPTERS[1]]}
-    runtime.deploy(validate_config_dict(config_data(port, swapped)), timeout_s=600)
+    deploy(validate_config_dict(config_data(port, swapped)), timeout_s=600)
 
     listed = {m["id"] for m in httpx.get(f"{app}/v1/models").json()["data"]}
     assert listed == {BASE, ADAPTERS[0], "tiny-c"}

@@ -95,6 +95,36 @@ def test_unbuilt_index_is_400_naming_the_index_command(app):
     assert "--pipeline unbuilt" in err.value.message
 
 
+HI = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"model": "tiny", "messages": [HI], "n": 512}, "n"),
+        ("/v1/completions", {"model": "tiny", "prompt": ["hi"] * 9}, "prompt"),
+        ("/v1/embeddings", {"model": "minilm", "input": ["hi"] * 257}, "input"),
+        ("/v1/chat/completions", {"model": "rag", "messages": [HI], "n": 512}, "n"),
+        ("/v1/retrieve", {"pipeline": "rag", "query": "q", "top_k": 51}, "top_k"),
+        # The unbuilt pipeline's router refuses these before it would find no index.
+        ("/v1/chat/completions", {"model": "unbuilt", "messages": [5, HI]}, "messages[0]"),
+        (
+            "/v1/responses",
+            {
+                "model": "unbuilt",
+                "input": [HI, {"role": "user", "content": [{"type": "input_text", "text": 1}]}],
+            },
+            "input[1].content[0].text",
+        ),
+    ],
+)
+def test_caps_and_unreadable_conversations_are_400_through_handles(app, path, body, param):
+    _, url = app
+    response = httpx.post(f"{url}{path}", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
 @pytest.fixture(scope="module")
 def built(app):
     """Index the docs through the running embedder deployment's handle."""
@@ -180,11 +210,11 @@ def _replicas() -> dict[str, set[str]]:
 
 
 def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
-    """``llmserve deploy`` (its ``runtime.deploy``) of the same config with the
+    """``llmserve deploy`` (its ``runtime.serve.deploy``) of the same config with the
     pipeline's top_k and top_n changed, while one client asks the pipeline and one the
     model back to back: nothing fails, only the router restarts, and the next answer
     cites as many sources as the new top_n."""
-    from llmserve.runtime import lifecycle as runtime
+    from llmserve.runtime.serve import deploy
 
     config, url = app
     swapped = make_config(
@@ -198,7 +228,7 @@ def test_a_pipeline_top_k_swap_under_load_fails_nothing(app, built):
         tasks = [asyncio.create_task(t.run(stop)) for t in loads]
         await asyncio.sleep(3)
         started = time.monotonic()
-        await asyncio.to_thread(runtime.deploy, swapped, 600)
+        await asyncio.to_thread(deploy, swapped, 600)
         seconds = time.monotonic() - started
         await asyncio.sleep(3)
         stop.set()

@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from llmserve.compat.ray_router import PrefixTree
+from llmserve.compat.ray import prefix_tree
 from llmserve.config.routing import PrefixRouterConfig
 from llmserve.servers.routing.key import RoutingKey
 
@@ -77,7 +77,7 @@ class PrefixPolicy:
     ) -> None:
         self.settings = settings
         self._clock = clock
-        self._tree = PrefixTree()
+        self._tree = prefix_tree()
         self._lock = threading.RLock()  # Serve may update replicas from another thread
         self._replicas: set[str] = set()
         self._sessions: OrderedDict[str, str] = OrderedDict()

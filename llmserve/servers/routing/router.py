@@ -34,7 +34,7 @@ from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
-from llmserve.compat.ray_router import allow_backoff
+from llmserve.compat.ray import allow_backoff
 from llmserve.config.routing import PrefixRouterConfig
 from llmserve.observability import metrics
 from llmserve.servers.routing.key import RoutingKey, routing_key

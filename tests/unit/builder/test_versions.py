@@ -14,6 +14,7 @@ from ray.serve import Application
 
 from llmserve.builder.app import build_app
 from llmserve.builder.versions import version_of
+from llmserve.compat.ray import bound_deployment
 from llmserve.config import validate_config_dict
 from tests.conftest import CONFIGS
 from tests.unit.builder.test_app import _applications
@@ -39,7 +40,7 @@ def versions(data: dict) -> dict[str, str]:
     found: dict[str, str] = {}
 
     def collect(app: Application) -> None:
-        dep = app._bound_deployment
+        dep = bound_deployment(app)
         if dep.name not in found:
             found[dep.name] = dep.version
             for child in _applications((dep.init_args, dep.init_kwargs)):
@@ -108,6 +109,17 @@ def test_adapters_changed_restart_the_ingress_only(base) -> None:
         model(d, "other")["lora"]["adapters"] = {"other-b": "/srv/lora/b"}
 
     assert changed(base, versions(edited(swap))) == {"ingress"}
+
+
+def test_request_caps_changed_restart_the_ingress_only(base) -> None:
+    # Only the ingress checks them (ingress/caps.py); no engine replica reads them.
+    def cap(d: dict) -> None:
+        model(d, "other")["limits"] = {"max_n": 2}
+        d["embedders"][0]["limits"] = {"max_inputs": 10}
+        d["rerankers"][0]["limits"] = {"max_documents": 10}
+        d["pipelines"][0]["max_top_k"] = 30
+
+    assert changed(base, versions(edited(cap))) == {"ingress"}
 
 
 def test_unknown_argument_types_are_refused() -> None:

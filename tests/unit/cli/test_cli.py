@@ -124,16 +124,16 @@ def test_build_refuses_a_bad_config(bad_config: Path, tmp_path: Path, capsys) ->
     assert "models[1].id" in capsys.readouterr().err
 
 
-def test_models_list(capsys) -> None:
+def test_models_list_names_every_builtin_as_a_config_source(capsys) -> None:
+    from llmserve.config import validate_config_dict
+    from llmserve.models import BUILTIN_PREFIX, BUILTINS, builtin_models
+
     assert main(["models", "list"]) == 0
-    out = capsys.readouterr().out
-    names = [line.split("\t")[0] for line in out.strip().splitlines()]
-    assert names == [
-        "builtin:smollm2-135m-instruct",
-        "builtin:all-minilm-l6-v2",
-        "builtin:tiny-llama",
-    ]
-    assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in out.splitlines())
+    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows == [[BUILTIN_PREFIX + name, m.description] for name, m in BUILTINS.items()]
+    # Each listed name is a config `source` that names that built-in.
+    models = [{"id": f"m{i}", "source": source} for i, (source, _) in enumerate(rows)]
+    assert builtin_models(validate_config_dict({"models": models})) == sorted(BUILTINS)
 
 
 def test_models_prepare_rejects_an_unknown_name(capsys) -> None:
@@ -186,3 +186,32 @@ def test_the_console_script(bad_config: Path) -> None:
         assert f"{path}: " in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_run_says_who_holds_its_port_before_starting_anything(tmp_path: Path, capsys) -> None:
+    """A taken port would fail only once Ray and Serve have started ("HAProxy crashed
+    during startup ... Address already in use"), without saying what holds it."""
+    import os
+    import socket
+
+    import ray
+
+    from llmserve.runtime.ports import pick_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", pick_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "ingress": {"port": port},
+                    "models": [{"id": "m", "source": "builtin:tiny-llama", "device": "cpu"}],
+                }
+            )
+        )
+        assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: port {port} on 127.0.0.1 is in use: by pid {os.getpid()} (")
+    assert not ray.is_initialized()

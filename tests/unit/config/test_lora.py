@@ -35,9 +35,9 @@ def test_adapters_turn_lora_on_in_the_engine_and_the_frontend() -> None:
 
 
 def _frontend_cls():
-    from vllm.entrypoints.launchers.cli_args import FrontendArgs
+    from llmserve.compat.vllm import frontend_args_class
 
-    return FrontendArgs
+    return frontend_args_class()
 
 
 def test_an_adapter_folder_is_relative_to_the_config_file(tmp_path) -> None:

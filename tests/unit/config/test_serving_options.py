@@ -122,8 +122,9 @@ def test_log_outputs_needs_log_requests(issues) -> None:
 
 
 def test_serving_block_reaches_vllm_like_serve_flags() -> None:
-    from vllm.entrypoints.launchers.cli_args import FrontendArgs
+    from llmserve.compat.vllm import frontend_args_class
 
+    frontend_cls = frontend_args_class()
     app = validate_config_dict(
         _model(
             tool_call_parser="hermes",
@@ -134,12 +135,12 @@ def test_serving_block_reaches_vllm_like_serve_flags() -> None:
         )
     )
     cfg = app.models[0]
-    args = argparse.Namespace(**frontend_args(cfg, FrontendArgs))
+    args = argparse.Namespace(**frontend_args(cfg, frontend_cls))
     assert args.tool_call_parser == "hermes"
     assert args.enable_auto_tool_choice is True
     assert args.response_role == "bot"
     assert args.enable_prompt_tokens_details is True
-    assert args.port == FrontendArgs().port  # everything else: vLLM's defaults
+    assert args.port == frontend_cls().port  # everything else: vLLM's defaults
     assert not hasattr(args, "reasoning_parser")  # vLLM reads that from the engine args
     assert build_engine_args(cfg).reasoning_parser == "qwen3"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,26 @@ def test_commands_fail_clearly_without_vllm(monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setattr(flavour, "_installed_version", lambda name: None)
     assert main(["validate", str(CONFIGS / "tiny.yaml")]) == 1
     assert capsys.readouterr().err.startswith("error: vLLM is not installed; install one flavour:")
+
+
+def test_config_mismatches_cover_every_engine() -> None:
+    config = validate_config_dict(
+        {
+            "models": [{"id": "m", "source": "x", "device": "gpu"}],
+            "embedders": [{"id": "e", "source": "x", "device": "gpu"}],
+            "rerankers": [{"id": "r", "source": "x", "device": "gpu"}],
+        }
+    )
+    problem = flavour.mismatch("gpu", CPU_BUILD)
+    assert config_mismatches(config, CPU_BUILD) == [
+        f"{e.path}.device: {problem}" for e in config.engines()
+    ]
+
+
+def test_the_builds_run_exactly_the_config_devices() -> None:
+    from llmserve.config import EngineConfig
+    from llmserve.literals import DEVICES
+
+    settings = typing.get_args(EngineConfig.model_fields["device"].annotation)
+    assert set(settings) == {"auto", *DEVICES}
+    assert sorted(flavour.DISTRIBUTIONS.values()) == sorted(DEVICES)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from llmserve.ingress.resume import MAX_RESUMES, StreamState, resumable
+from llmserve.compat.vllm import chat_completion_request_fields, completion_request_fields
+from llmserve.ingress.resume import MAX_RESUMES, NOT_CARRIED, StreamState, resumable
 
 pytestmark = pytest.mark.unit
 
@@ -89,6 +90,136 @@ def test_the_continuation_prompts_with_every_token_id_sent_and_the_tokens_left()
     assert (body["temperature"], body["stream"], body["return_token_ids"]) == (0, True, True)
     assert body["stream_options"] == {"include_usage": True}
     assert "messages" not in body
+
+
+# The fields of vLLM 0.32's CompletionRequest that a continuation carries, as
+# reviewed: sampling, stopping, scheduling and cache isolation. A field a new
+# vLLM adds fails the test below until it is added here or to NOT_CARRIED.
+CARRIED = {
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "length_penalty",
+    "logit_bias",
+    "allowed_token_ids",
+    "bad_words",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "include_stop_str_in_output",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "repetition_detection",
+    "thinking_token_budget",
+    "watermarking",
+    "vllm_xargs",  # arguments of custom logits processors
+    "stream_interval",
+    "priority",
+    "cache_salt",
+    "session_id",
+    "user",
+}
+
+
+def test_every_field_of_vllms_completion_request_is_carried_or_excluded() -> None:
+    fields = completion_request_fields()
+    assert fields - NOT_CARRIED == CARRIED
+    assert not CARRIED & NOT_CARRIED
+
+
+def test_no_chat_only_field_reaches_the_continuation_undecided() -> None:
+    """A chat field vLLM's CompletionRequest lacks would be carried as an extra it ignores."""
+    chat_only = chat_completion_request_fields() - completion_request_fields()
+    assert chat_only - NOT_CARRIED == set()
+
+
+def _resumed(method: str, body: dict) -> dict:
+    state = StreamState(method, body)
+    state.prompt_ids, state.token_ids = [1, 2, 3], [10, 11]
+    return state.continuation()
+
+
+@pytest.mark.parametrize(
+    ("method", "fields"),
+    [("chat", chat_completion_request_fields), ("completions", completion_request_fields)],
+)
+def test_the_continuation_carries_what_vllms_completion_request_accepts_less_the_excluded(
+    method, fields
+) -> None:
+    body = dict.fromkeys(fields(), None) | {"model": "m", "max_tokens": 10}
+    carried = (fields() & completion_request_fields()) - NOT_CARRIED
+    expected = carried | {"model", "prompt", "stream", "return_token_ids", "max_tokens"}
+    assert set(_resumed(method, body)) == expected
+
+
+SAMPLING = {
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "top_k": 20,
+    "min_p": 0.05,
+    "seed": 1234,
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.25,
+    "repetition_penalty": 1.1,
+    "logit_bias": {"42": -100.0},
+    "allowed_token_ids": [10, 11, 12, 13, 14],
+    "bad_words": ["never"],
+    "stop": ["\n\n"],
+    "stop_token_ids": [2],
+    "ignore_eos": True,
+    "include_stop_str_in_output": True,
+    "skip_special_tokens": False,
+    "spaces_between_special_tokens": False,
+    "repetition_detection": {"max_pattern_size": 4, "min_pattern_size": 2, "min_count": 3},
+    "thinking_token_budget": 64,
+    "vllm_xargs": {"my_processor_strength": 2},
+    "stream_interval": 2,
+    "min_tokens": 5,
+}
+REQUEST = {"priority": 3, "cache_salt": "tenant-7-salt", "session_id": "s-1", "user": "u-1"}
+
+
+def test_a_resumed_chat_stream_is_the_same_request_to_vllm() -> None:
+    """vLLM's own request models turn the original and the continuation into the same
+    sampling parameters, less the tokens already sent."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+    # logits_processors is not a field of vLLM 0.32 (custom processors take
+    # vllm_xargs); it is carried like any key vLLM accepts and ignores.
+    body = {**CHAT, **SAMPLING, **REQUEST, "logits_processors": ["my.Processor"]}
+    continued = _resumed("chat", body)
+    assert {k: continued[k] for k in [*SAMPLING, *REQUEST] if k != "min_tokens"} == {
+        k: v for k, v in {**SAMPLING, **REQUEST}.items() if k != "min_tokens"
+    }
+    assert continued["logits_processors"] == ["my.Processor"]
+    assert (continued["max_tokens"], continued["min_tokens"]) == (8, 3)
+
+    original = ChatCompletionRequest.model_validate(body)
+    continuation = CompletionRequest.model_validate(continued)
+    before = original.to_sampling_params(10, {})
+    after = continuation.to_sampling_params(continued["max_tokens"], {})
+    assert (before.max_tokens, after.max_tokens, before.min_tokens, after.min_tokens) == (
+        10,
+        8,
+        5,
+        3,
+    )
+    differ = {"max_tokens", "min_tokens"}
+    for name in before.__struct_fields__:
+        if name not in differ:
+            assert getattr(after, name) == getattr(before, name), name
+    for name in REQUEST:
+        assert getattr(continuation, name) == getattr(original, name), name
+
+
+def test_beam_search_streams_are_not_resumed() -> None:
+    assert not resumable("chat", {**CHAT, "use_beam_search": True})
 
 
 def test_continued_chunks_are_chunks_of_the_original_chat_stream() -> None:

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 
+from llmserve.literals import SEARCH_MODES
 from llmserve.rag.chunking import Chunk
 from llmserve.rag.store import (
     ChunkStore,
@@ -13,6 +14,7 @@ from llmserve.rag.store import (
     InvalidFilter,
     UnknownFilterField,
     build_where,
+    index_hint,
     validate_metadata_fields,
 )
 
@@ -138,12 +140,12 @@ def test_hybrid_without_text_falls_back_to_dense(store):
     assert ids(store.search("  ", QUERY, "hybrid", 2)) == ["a.md", "c.md"]
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+@pytest.mark.parametrize("mode", SEARCH_MODES)
 def test_an_empty_query_finds_nothing(store, mode):
     assert store.search(" ", None, mode, 5) == []
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+@pytest.mark.parametrize("mode", SEARCH_MODES)
 def test_filters_apply_in_every_mode(store, mode):
     hits = store.search("kangaroo", QUERY, mode, 4, {"year": 2024, "author": ["Bo", "Zed"]})
 
@@ -166,6 +168,12 @@ def test_search_rejects_unknown_fields_and_modes(store):
         store.search("x", None, "dense", 4)
 
 
+def test_a_missing_index_names_the_command_that_builds_it(tmp_path):
+    with pytest.raises(IndexNotBuilt) as info:
+        ChunkStore(tmp_path / "empty").search("q", QUERY, "hybrid", 5)
+    assert str(info.value).endswith(index_hint())
+
+
 def test_missing_table_raises_index_not_built_with_the_hint(tmp_path):
     store = ChunkStore(
         tmp_path / "empty", not_built_hint="Run `llmserve index c.yaml --pipeline p`."
@@ -182,8 +190,8 @@ def test_empty_table_returns_no_hits(tmp_path):
     store.ensure_table(dim=4)
     store.rebuild_fts_index()
 
-    for mode in ("hybrid", "dense", "bm25"):
-        assert store.search("anything", QUERY, mode, 5) == []  # type: ignore[arg-type]
+    for mode in SEARCH_MODES:
+        assert store.search("anything", QUERY, mode, 5) == []
 
 
 # -- readers and writers ---------------------------------------------------------
