@@ -12,7 +12,7 @@ ifeq ($(filter $(DEVICE),cpu gpu),)
 $(error DEVICE must be cpu or gpu, got '$(DEVICE)')
 endif
 
-.PHONY: install prepare run test lint format docs bench load clean
+.PHONY: install prepare run test lint format docs bench bench-routing load clean
 
 # Installs into a local virtualenv, or reuses it while pyproject.toml is unchanged.
 # One stamp per flavour: switching DEVICE reinstalls.
@@ -67,6 +67,13 @@ BENCH_ARGS ?=
 bench: prepare
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install -e '.[$(DEVICE),bench]'
 	$(PY) scripts/bench_serving.py $(BENCH_ARGS)
+
+# prefix_aware vs power_of_two routing, 2 replicas each, in one app (scripts/bench_routing.py);
+# e.g. BENCH_ROUTING_ARGS="--rate 0.5 --per-group 8".
+BENCH_ROUTING_ARGS ?=
+bench-routing: prepare
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PIP) install -e '.[$(DEVICE),bench]'
+	$(PY) scripts/bench_routing.py $(BENCH_ROUTING_ARGS)
 
 # Locust, headless, against a running server (start it with `make run`).
 LOAD_HOST     ?= http://127.0.0.1:8000

@@ -21,7 +21,12 @@ from ray.serve import Application
 
 from llmserve.builder import versions
 from llmserve.builder.cards import card
-from llmserve.builder.options import deployment_name, engine_deployment_options
+from llmserve.builder.options import (
+    deployment_name,
+    engine_deployment_options,
+    request_router_options,
+    router_version,
+)
 from llmserve.builder.rag import add_rag_deployments
 from llmserve.config import AppConfig, ModelConfig
 from llmserve.ingress.caps import Caps
@@ -76,6 +81,9 @@ def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: 
     else:
         name = deployment_name("llm", model.id)
         options = engine_deployment_options(model, config.ingress.retry_after_s)
+        options.update(request_router_options(model))
+        if (router := router_version(options)) is not None:
+            routes.routers[name] = router
         if model.lora is not None:  # loaded by LLMServer.reconfigure, no restart
             options["user_config"] = {"lora_adapters": dict(model.lora.adapters)}
         deployment = serve.deployment(LLMServer).options(name=name, **options)

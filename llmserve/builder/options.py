@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from llmserve.builder.placement import compute_placement
-from llmserve.config import EngineConfig
+from llmserve.config import EngineConfig, ModelConfig
 from llmserve.engine.device import plan_device
 
 
@@ -42,3 +42,28 @@ def engine_deployment_options(
         options.update(placement.serve_options())
     options["ray_actor_options"] = actor
     return options
+
+
+def request_router_options(model: ModelConfig) -> dict[str, Any]:
+    """Serve's ``request_router_config`` for a model's deployment; {} for Serve's own
+    router. Every handle to the deployment routes with it: the ingress's, and the
+    RAG pipeline routers' that generate with this model."""
+    settings = model.deployment.prefix_settings()
+    if settings is None:
+        return {}
+    from ray.serve.config import RequestRouterConfig
+
+    from llmserve.servers.routing.router import ROUTER_CLASS
+
+    kwargs = {"base_model": model.id, **settings.model_dump()}
+    config = RequestRouterConfig(request_router_class=ROUTER_CLASS, request_router_kwargs=kwargs)
+    return {"request_router_config": config}
+
+
+def router_version(options: dict[str, Any]) -> dict[str, Any] | None:
+    """What of ``request_router_options`` must be in the *callers'* versions: a handle
+    builds its router once, so a changed router takes effect by restarting them."""
+    config = options.get("request_router_config")
+    if config is None:
+        return None
+    return {"class": config.request_router_class, "kwargs": config.request_router_kwargs}

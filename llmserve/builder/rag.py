@@ -83,8 +83,18 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         dep = serve.deployment(RAGRouter).options(
             name=name, **p.deployment.to_serve_options(retry_after)
         )
-        generator = routes.routes[p.generator].handle
-        router = versions.bind(dep, p, tokenizer, retrievers[p.retriever], reranker, generator)
+        generator_route = routes.routes[p.generator]
+        # The generator's request router is in this router's version: its handle
+        # builds that router once, so a changed one takes effect by a restart.
+        router = versions.bind(
+            dep,
+            p,
+            tokenizer,
+            retrievers[p.retriever],
+            reranker,
+            generator_route.handle,
+            version_extra=routes.routers.get(generator_route.deployment or ""),
+        )
         routes.add(
             Route(
                 p.id,

@@ -37,12 +37,13 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _APPLIED_IN_PLACE: dict[str, Any] = {"deployment": True, "lora": {"adapters": True}, "limits": True}
 
 
-def bind(deployment: Deployment, *args: Any) -> Application:
+def bind(deployment: Deployment, *args: Any, version_extra: Any = None) -> Application:
     """``deployment.bind(*args)``, with a version that changes only when the
-    arguments (or llmserve's code) do."""
+    arguments (or llmserve's code, or ``version_extra``) do."""
     # Serve's public options no longer take a version (see compat.ray);
     # tests/e2e/test_lora.py checks that a redeploy keeps a replica.
-    return bind_with_version(deployment, version_of(args), *args)
+    version = version_of(args if version_extra is None else (*args, version_extra))
+    return bind_with_version(deployment, version, *args)
 
 
 def version_of(args: tuple[Any, ...]) -> str:

@@ -147,3 +147,29 @@ def _haproxy_config_file_loc() -> str:
     from ray.serve._private.constants import RAY_SERVE_HAPROXY_CONFIG_FILE_LOC
 
     return RAY_SERVE_HAPROXY_CONFIG_FILE_LOC
+
+
+# -- the prefix-aware request router ------------------------------------------------------
+# Serve's request-router API itself is public (``ray.serve.request_router``), and
+# servers/routing/router.py imports it from there. Two things it relies on are not.
+
+
+def prefix_tree() -> Any:
+    """A new ``PrefixTree``: the multi-tenant radix tree with per-tenant LRU
+    eviction of Ray's own ``PrefixCacheAffinityRouter`` (``ray.llm._internal``).
+    llmserve keeps one in the caller's process instead of in a shared actor
+    (servers/routing/router.py says why)."""
+    from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_tree import PrefixTree
+
+    return PrefixTree()
+
+
+def allow_backoff(pending_request: Any) -> None:
+    """Let Serve back off before asking the router again when none of the
+    replicas chosen for ``pending_request`` could take it.
+
+    Serve's routing loop calls ``choose_replicas`` again at once, without
+    backing off, unless a router sets ``routing_context.should_backoff``;
+    Serve's own routers set it when they hand back every replica, and so must
+    any other, or a request whose replicas are all full spins the loop."""
+    pending_request.routing_context.should_backoff = True

@@ -17,6 +17,7 @@ from llmserve.config.rag import (
     RerankerKind,
     RetrieverConfig,
 )
+from llmserve.config.routing import ModelDeploymentConfig, PrefixRouterConfig
 from llmserve.config.tenants import TenantConfig
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "GenerationLimits",
     "IngressConfig",
     "ModelConfig",
+    "ModelDeploymentConfig",
     "ParallelismConfig",
     "PipelineConfig",
+    "PrefixRouterConfig",
     "RayConfig",
     "ReplicaBounds",
     "RerankerConfig",

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmserve.config.errors import format_loc, issues_error, readable_errors
+from llmserve.config.errors import Loc, format_loc, issues_error, readable_errors
 from llmserve.config.ingress import IngressConfig
 from llmserve.config.model import EngineConfig, ModelConfig
 from llmserve.config.rag import EmbedderConfig, PipelineConfig, RerankerConfig, RetrieverConfig
@@ -141,7 +141,7 @@ class AppConfig(BaseModel):
             if not extra:
                 raise
             raise issues_error(cls.__name__, [*readable_errors(exc, cls), *extra]) from None
-        issues = find_reference_issues(app.model_dump())
+        issues = find_reference_issues(app.model_dump()) + _fused_router_issues(app)
         if issues:
             raise issues_error(cls.__name__, issues)
         return app
@@ -177,6 +177,31 @@ class AppConfig(BaseModel):
     def home_dir(self) -> Path:
         """The cache folder: ``home``, else ``$LLMSERVE_HOME``, else ``~/.cache/llmserve``."""
         return Path(self.home).expanduser() if self.home else default_home()
+
+
+def _fused_router_issues(app: AppConfig) -> list[tuple[Loc, str]]:
+    """The fused model runs inside the ingress replicas, which HTTP reaches through
+    HAProxy, not through a Serve handle: no request router ever chooses between
+    them. Its ``request_router: null`` (the default) means none; asking for one
+    is an error."""
+    for i, model in enumerate(app.models):
+        deployment = model.deployment
+        if model.id == app.ingress.fused_model and deployment.asks_for_a_router():
+            asked = [
+                name
+                for name in ("request_router", "prefix_router")
+                if getattr(deployment, name) not in (None, "power_of_two")
+            ]
+            return [
+                (
+                    ("models", i, "deployment", name),
+                    "this model is the ingress's fused_model: its engine runs in the ingress "
+                    "replicas, which HTTP reaches directly, so no request router chooses "
+                    "between them; remove it (or unfuse the model)",
+                )
+                for name in asked
+            ]
+    return []
 
 
 def _by_id(items: list, id: str, kind: str) -> Any:

@@ -14,6 +14,7 @@ from llmserve.config.limits import GenerationLimits
 from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.responses_store import ResponsesStoreConfig
+from llmserve.config.routing import ModelDeploymentConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
 from llmserve.literals import DeviceSetting
 
@@ -80,6 +81,10 @@ class ModelConfig(EngineConfig):
 
     model_config = ConfigDict(extra="forbid")
 
+    deployment: ModelDeploymentConfig = Field(
+        default_factory=ModelDeploymentConfig,
+        description="Ray Serve settings of the replicas, and how callers choose one.",
+    )
     request_timeout_s: float | None = Field(
         None,
         gt=0,

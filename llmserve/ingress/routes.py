@@ -87,6 +87,11 @@ class RouteTable:
     """Handles of the deployments whose replicas ``/metrics`` asks."""
     backends: list[str] = field(default_factory=list)
     """Deployments that serve no id of their own (retrievers)."""
+    routers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The request router of each deployment that has its own, by deployment name.
+    Unused at run time (Serve builds the routers): it is here so that a changed
+    router changes the ingress's version, which restarts it, because a handle
+    builds its router once."""
 
     def add(self, route: Route) -> None:
         if route.id in self.routes:  # the config's validation rules this out

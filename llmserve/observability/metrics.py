@@ -102,11 +102,22 @@ SCRAPE_ERRORS = Counter(
     "Replicas left out of a /metrics answer: they failed or did not answer in time.",
     ["deployment"],
 )
+ROUTING = Counter(
+    "llmserve_routing_decisions",
+    "Replica choices of the prefix-aware router in this process, by deployment and reason: "
+    "prefix, session, adapter (affinity kept), spill (the replica holding the prefix was too "
+    "busy), new (no replica holds it), none (no prompt), single (one replica).",
+    ["deployment", "reason"],
+)
 
 
 def observe_request(model: str, endpoint: str, status: int, seconds: float) -> None:
     REQUESTS.labels(model, endpoint, str(status)).inc()
     LATENCY.labels(model, endpoint).observe(seconds)
+
+
+def observe_routing(deployment: str, reason: str) -> None:
+    ROUTING.labels(deployment, reason).inc()
 
 
 def observe_first_chunk(model: str, seconds: float) -> None:

@@ -99,9 +99,18 @@ else does: a header such as vLLM's priority or data-parallel-rank header must
 not reach the engine from a client."""
 
 
+SESSION_HEADER = "x-session-id"
+"""The request header naming a session, for a router's session affinity
+(``config.routing.PrefixRouterConfig.session_affinity``). Read by the router in
+the caller's process; never forwarded to the engine."""
+MAX_SESSION_CHARS = 256
+"""A longer session name is ignored: a session is an id, not a payload."""
+
+
 @dataclass(frozen=True, slots=True)
 class RequestMeta:
-    """What a server needs to know about a request besides its body.
+    """What a server, or the router choosing its replica, needs to know about a
+    request besides its body.
 
     Small and plain, so that it pickles cheaply across the handle hop.
     """
@@ -113,6 +122,8 @@ class RequestMeta:
     priority: Priority = "normal"
     """The caller's priority class; the ingress admits by it, and has already set vLLM's
     ``priority`` in the body where the engine schedules by it."""
+    session: str | None = None
+    """The ``SESSION_HEADER`` the client sent, if any (at most ``MAX_SESSION_CHARS``)."""
 
     @classmethod
     def from_headers(
@@ -120,9 +131,12 @@ class RequestMeta:
     ) -> RequestMeta:
         """Keep only what may be forwarded (``headers`` as Starlette gives them)."""
         kept = {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
-        if not kept and tenant is None and priority == "normal":
+        session = headers.get(SESSION_HEADER) or None
+        if session is not None and len(session) > MAX_SESSION_CHARS:
+            session = None
+        if not kept and session is None and tenant is None and priority == "normal":
             return NO_META
-        return cls(kept, tenant, priority)
+        return cls(kept, tenant, priority, session)
 
 
 NO_META = RequestMeta()

@@ -1,7 +1,7 @@
 """One small app, started as a user starts it (`llmserve run`), for the fault suite.
 
 - ``tiny``: the tiny model fused into the ingress (one ingress replica);
-- ``pair``: the same model as its own deployment with 2 replicas.
+- ``pair``: the same model as its own deployment with 2 replicas, routed by prefix.
 
 The tests break it in order (engine kills, a replica SIGKILL) and the last
 one stops it with SIGTERM, so the whole suite pays for one start.
@@ -39,6 +39,15 @@ MODEL = {
 }
 
 
+# The prefix-aware router, named (not left to the default) for test_0_routing.py; the
+# fault tests then run with it too (replica deaths, a replica added and removed).
+PAIR_DEPLOYMENT = {
+    "num_replicas": 2,
+    "request_router": "prefix_aware",
+    "prefix_router": {"imbalance_threshold": 2},
+}
+
+
 def base_config(port: int) -> dict:
     return {
         "ingress": {"port": port, "fused_model": "tiny", "request_timeout_s": 120},
@@ -48,7 +57,7 @@ def base_config(port: int) -> dict:
                 **copy.deepcopy(MODEL),
                 "deployment": {"graceful_shutdown_timeout_s": GRACEFUL_S},
             },
-            {"id": "pair", **copy.deepcopy(MODEL), "deployment": {"num_replicas": 2}},
+            {"id": "pair", **copy.deepcopy(MODEL), "deployment": copy.deepcopy(PAIR_DEPLOYMENT)},
         ],
     }
 
