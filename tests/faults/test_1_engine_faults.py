@@ -215,7 +215,13 @@ def test_no_ingress_replica_is_a_503_json_at_once_and_service_resumes(fault_app:
     [replica] = fault_app.replicas("ingress")
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     seen: list[tuple[float, float, int | str, httpx.Response | None]] = []
-    with httpx.Client(base_url=fault_app.url, timeout=2 * NO_REPLICA_ANSWER_S) as client:
+    # A new connection per request: Serve reloads HAProxy when the replica set changes,
+    # and the old HAProxy closes idle keep-alive connections (HTTP's usual race: a
+    # request sent on one as it closes fails at the transport, before HAProxy sees it).
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(
+        base_url=fault_app.url, timeout=2 * NO_REPLICA_ANSWER_S, limits=fresh
+    ) as client:
         killed_at = time.monotonic()
         replica.kill()
         while not seen or seen[-1][2] != 200:
