@@ -56,17 +56,24 @@ def test_readers_in_other_processes_see_atomic_reindexes(tmp_path):
     readers = [context.Process(target=reader, args=(uri, ready, stop, queue)) for _ in range(2)]
     for process in readers:
         process.start()
-    for _ in readers:
-        assert ready.acquire(timeout=60)  # each reader has opened the table and searched
-    for round_no in range(1, ROUNDS + 1):
-        rows = writer.rows_for(row_chunks(round_no), [[1.0, 0.0]] * 2)
-        writer.replace_files(["kb/a.md"], rows)
-        writer.rebuild_fts_index()
-        time.sleep(0.3)
-    stop.set()
-    results = [queue.get(timeout=60) for _ in readers]
-    for process in readers:
-        process.join(timeout=30)
+    try:
+        for _ in readers:
+            # each reader has opened the table and searched (spawning and importing
+            # LanceDB takes long on a busy 2-core machine)
+            assert ready.acquire(timeout=180)
+        for round_no in range(1, ROUNDS + 1):
+            rows = writer.rows_for(row_chunks(round_no), [[1.0, 0.0]] * 2)
+            writer.replace_files(["kb/a.md"], rows)
+            writer.rebuild_fts_index()
+            time.sleep(0.3)
+        stop.set()
+        results = [queue.get(timeout=60) for _ in readers]
+    finally:  # a failed wait must not leave readers searching forever
+        stop.set()
+        for process in readers:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
 
     for seen, problems in results:
         assert problems == []
