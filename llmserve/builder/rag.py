@@ -62,8 +62,11 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         tokenizer = resolve_source(generator, Path(home), prepare=False)
         reranker = rerankers[p.reranker] if p.reranker else None
         card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
+        base_url = config.get_retriever(p.retriever).corpus.base_url
         if p.generator == config.ingress.fused_model:
-            routes.pipelines[p.id] = LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
+            routes.pipelines[p.id] = LocalPipeline(
+                p, tokenizer, retrievers[p.retriever], reranker, base_url
+            )
             routes.add(
                 Route(
                     p.id,
@@ -80,7 +83,9 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
             name=name, **p.deployment.to_serve_options(retry_after)
         )
         generator = routes.routes[p.generator].handle
-        router = versions.bind(dep, p, tokenizer, retrievers[p.retriever], reranker, generator)
+        router = versions.bind(
+            dep, p, tokenizer, retrievers[p.retriever], reranker, generator, base_url
+        )
         routes.add(
             Route(
                 p.id,

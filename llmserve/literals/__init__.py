@@ -25,3 +25,8 @@ PLACEMENT_STRATEGIES: tuple[PlacementStrategy, ...] = get_args(PlacementStrategy
 SearchMode = Literal["hybrid", "dense", "bm25"]
 """How a retriever searches: dense vectors, BM25 full text, or both fused."""
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
+
+QueryMode = Literal["last", "history", "rewrite"]
+"""How a RAG pipeline builds its search query from a conversation: the last user
+message, recent user turns folded in, or the question rewritten by the generator."""
+QUERY_MODES: tuple[QueryMode, ...] = get_args(QueryMode)

@@ -564,3 +564,41 @@ async def test_an_endpoint_the_pipeline_does_not_serve_is_404() -> None:
     error = _error(await _collect(_router(generator), Endpoint.EMBEDDINGS, {"input": "x"}))
     assert (error["code"], error["message"]) == (404, "'docs' does not serve /v1/embeddings")
     assert generator.calls == []
+
+
+async def test_a_follow_up_is_searched_with_its_history_and_says_so() -> None:
+    retriever = FakeRetriever()
+    reranker = FakeReranker([0.9, 0.5, 0.1])
+    generator = FakeGenerator([CHAT_ANSWER])
+    body = {
+        "model": "docs",
+        "messages": [
+            {"role": "user", "content": "What builds the index?"},
+            {"role": "assistant", "content": "llmserve index [1]."},
+            {"role": "user", "content": "Is it incremental?"},
+        ],
+        "rag": {"query_mode": "history"},
+    }
+    [answer] = await _collect(_router(generator, retriever, reranker), Endpoint.CHAT, body)
+    folded = "What builds the index?\nIs it incremental?"
+    assert [q.text for q in retriever.queries] == [folded]
+    assert reranker.bodies[0]["query"] == folded
+    assert answer["rag"]["query"] == {"mode": "history", "text": folded}
+    # the generator still answers the question as asked, after the conversation
+    assert generator.calls[0][1]["messages"][-1]["content"].endswith("Q: Is it incremental?")
+
+
+async def test_a_chat_answer_annotates_the_markers_that_name_its_sources() -> None:
+    answer_body = {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Yes [2] [5]."}}],
+    }
+    [answer] = await _collect(_router(FakeGenerator([answer_body])), Endpoint.CHAT, _chat())
+    [annotation] = answer["choices"][0]["message"]["annotations"]
+    assert annotation["url_citation"] == {
+        "start_index": 4,
+        "end_index": 7,
+        "title": "Doc 2",
+        "url": "llmserve://r/docs/2.md",
+    }
