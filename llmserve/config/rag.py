@@ -24,6 +24,7 @@ from llmserve.config.model import EngineConfig
 from llmserve.literals import QueryMode, SearchMode
 
 RerankerKind = Literal["cross-encoder", "embedding"]
+ContextOrder = Literal["best_first", "best_last"]
 
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -161,6 +162,32 @@ class RetrieverConfig(BaseModel):
     )
 
 
+class RagSampling(BaseModel):
+    """A pipeline's default sampling: sent to the generator unless the request sets it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    repetition_penalty: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="vLLM's repetition penalty: above 1 discourages repeating prompt and "
+        "answer tokens.",
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI's frequency penalty."
+    )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI's presence penalty."
+    )
+
+    def defaults(self) -> dict[str, float]:
+        """The settings that are set, by request field name."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class PipelineConfig(BaseModel):
     """Retrieve, optionally rerank, then generate an answer citing the sources."""
 
@@ -188,6 +215,15 @@ class PipelineConfig(BaseModel):
     )
     context_token_budget: int = Field(
         1024, gt=0, description="Most tokens of source text put into the prompt."
+    )
+    context_order: ContextOrder = Field(
+        "best_first",
+        description="Order of the numbered sources in the prompt: best_first ([1] first) or "
+        "best_last ([1] last, nearest the question); the numbers stay the rank either way.",
+    )
+    sampling: RagSampling = Field(
+        default_factory=lambda: RagSampling(),
+        description="Sampling settings the generator gets when a request does not set them.",
     )
     query_mode: QueryMode = Field(
         "last",

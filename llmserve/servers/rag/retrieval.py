@@ -139,6 +139,7 @@ class Retrieval:
             self.cfg.context_token_budget,
             self._count_tokens,
             question.history,
+            self.cfg.context_order == "best_last",
         )
         return Prompt(messages, [_source(i, hit) for i, hit in enumerate(used, start=1)])
 

@@ -82,6 +82,7 @@ class RAGRouter:
         )
         self._followup = FollowUp(pipeline, self._generator)
         self._base_url = base_url
+        self._sampling = pipeline.sampling.defaults()
 
     async def respond(
         self, endpoint: Endpoint, body: Body, meta: RequestMeta = NO_META
@@ -110,6 +111,8 @@ class RAGRouter:
             return
         prompt = self._retrieval.prompt(question, hits)
         generate = shaper.generate_body(body, self.cfg.generator, prompt.messages)
+        for name, value in self._sampling.items():
+            generate.setdefault(name, value)
 
         started = time.perf_counter()
         stream = self._generator.stream(endpoint, generate, meta)

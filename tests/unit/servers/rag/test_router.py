@@ -602,3 +602,13 @@ async def test_a_chat_answer_annotates_the_markers_that_name_its_sources() -> No
         "title": "Doc 2",
         "url": "llmserve://r/docs/2.md",
     }
+
+
+async def test_the_pipelines_sampling_is_sent_unless_the_request_sets_it() -> None:
+    generator = FakeGenerator([CHAT_ANSWER, CHAT_ANSWER])
+    router = _router(generator, sampling={"repetition_penalty": 1.15, "temperature": 0.2})
+    await _collect(router, Endpoint.CHAT, _chat())
+    await _collect(router, Endpoint.RESPONSES, {"model": "docs", "input": "q", "temperature": 1})
+    chat, responses = (body for _, body, _ in generator.calls)
+    assert (chat["repetition_penalty"], chat["temperature"]) == (1.15, 0.2)
+    assert (responses["repetition_penalty"], responses["temperature"]) == (1.15, 1)
