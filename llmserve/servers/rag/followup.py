@@ -114,7 +114,7 @@ class FollowUp:
             "temperature": 0,
             "stream": False,
         }
-        stream = self._generator.stream(Endpoint.CHAT, body, meta)
+        stream = self._generator.stream(Endpoint.CHAT, body, _own_request_id(meta))
         try:
             answer = await asyncio.wait_for(stream.__anext__(), self.cfg.rewrite_timeout_s)
         except TimeoutError:
@@ -129,6 +129,15 @@ class FollowUp:
             return None, "error"
         text = standalone(answer)
         return (text, None) if text else (None, "empty")
+
+
+def _own_request_id(meta: RequestMeta) -> RequestMeta:
+    """The client's ``X-Request-Id`` with ``-rewrite`` added: vLLM keys its requests by
+    that id, and a late rewrite may still be aborting when the answer starts."""
+    request_id = meta.headers.get("x-request-id")
+    if request_id is None:
+        return meta
+    return RequestMeta({**meta.headers, "x-request-id": f"{request_id}-rewrite"})
 
 
 def folded(turns: list[tuple[str, str]], question: str) -> str:

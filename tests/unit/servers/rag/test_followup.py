@@ -38,11 +38,13 @@ class Rewriter:
     def __init__(self, answer: Any, delay: float = 0.0, fail: Exception | None = None):
         self.answer, self.delay, self.fail = answer, delay, fail
         self.bodies: list[Body] = []
+        self.metas: list[RequestMeta] = []
         self.closed = 0
 
     async def respond(self, endpoint: Endpoint, body: Body, meta: RequestMeta) -> Any:
         assert endpoint is Endpoint.CHAT
         self.bodies.append(body)
+        self.metas.append(meta)
         try:
             await asyncio.sleep(self.delay)
             if self.fail is not None:
@@ -58,9 +60,14 @@ def _followup(server: Rewriter, **fields: Any) -> FollowUp:
     return FollowUp(cfg, LocalClient(server))  # type: ignore[arg-type]
 
 
-async def _query(followup: FollowUp, question: Question = QUESTION, mode: Any = None) -> Any:
+async def _query(
+    followup: FollowUp,
+    question: Question = QUESTION,
+    mode: Any = None,
+    meta: RequestMeta = NO_META,
+) -> Any:
     timings = Timings("docs")
-    search = await followup.query(question, mode, NO_META, timings)
+    search = await followup.query(question, mode, meta, timings)
     return search, timings.ms
 
 
@@ -98,8 +105,11 @@ async def test_rewrite_asks_the_generator_within_its_budget() -> None:
 async def test_the_request_chooses_the_mode_and_rewrite_names_its_model() -> None:
     server = Rewriter(_answer("standalone"))
     followup = _followup(server, rewrite_model="gen-rewriter")
-    search, _ = await _query(followup, mode="rewrite")
+    meta = RequestMeta({"x-request-id": "r1", "traceparent": "t"})
+    search, _ = await _query(followup, mode="rewrite", meta=meta)
     assert search.text == "standalone" and server.bodies[0]["model"] == "gen-rewriter"
+    # its own request id: vLLM keys requests by it, and the answer's request comes next
+    assert server.metas == [RequestMeta({"x-request-id": "r1-rewrite", "traceparent": "t"})]
 
 
 async def test_rewrite_is_skipped_without_history() -> None:
