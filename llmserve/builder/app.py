@@ -23,6 +23,7 @@ from llmserve.builder import versions
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.builder.rag import add_rag_deployments
 from llmserve.config import AppConfig, ModelConfig
+from llmserve.ingress.caps import Caps
 from llmserve.ingress.deployment import Ingress
 from llmserve.ingress.routes import Local, Route, RouteTable
 from llmserve.servers.llm_server import LLMServer
@@ -69,6 +70,7 @@ def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: 
             local=Local.FUSED_MODEL,
             timeout_s=model.request_timeout_s,
             limits=model.deployment.limits(),
+            caps=Caps.for_model(model.limits),
         )
     else:
         name = deployment_name("llm", model.id)
@@ -85,12 +87,13 @@ def _add_model(config: AppConfig, model: ModelConfig, routes: RouteTable, home: 
             deployment=name,
             timeout_s=model.request_timeout_s,
             resumable=model.resumes_streams(fused=False),
+            caps=Caps.for_model(model.limits),
         )
         routes.metrics_sources.append(handle)
     routes.add(route)
     for adapter, path in (model.lora.adapters if model.lora else {}).items():
         card = {"id": adapter, "root": path, "parent": model.id, "kind": "lora"}
-        # Same engine, gate, timeout and resumability as its base model.
+        # Same engine, gate, timeout, caps and resumability as its base model.
         routes.add(replace(route, id=adapter, card=card, base=model.id))
 
 

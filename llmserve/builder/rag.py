@@ -17,6 +17,7 @@ from ray.serve import Application
 from llmserve.builder import versions
 from llmserve.builder.options import deployment_name, engine_deployment_options
 from llmserve.config import AppConfig, EmbedderConfig, RerankerConfig
+from llmserve.ingress.caps import Caps
 from llmserve.ingress.routes import Local, LocalPipeline, Route, RouteTable
 from llmserve.models import resolve_source
 from llmserve.rag import index_hint
@@ -63,6 +64,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         reranker = rerankers[p.reranker] if p.reranker else None
         card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
         base_url = config.get_retriever(p.retriever).corpus.base_url
+        caps = Caps.for_pipeline(p, config.get_model(p.generator).limits)
         if p.generator == config.ingress.fused_model:
             routes.pipelines[p.id] = LocalPipeline(
                 p, tokenizer, retrievers[p.retriever], reranker, base_url
@@ -75,6 +77,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                     local=Local.PIPELINE,
                     timeout_s=p.request_timeout_s,
                     limits=p.deployment.limits(),
+                    caps=caps,
                 )
             )
             continue
@@ -94,6 +97,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
                 handle=router,
                 deployment=name,
                 timeout_s=p.request_timeout_s,
+                caps=caps,
             )
         )
         routes.metrics_sources.append(router)
@@ -113,6 +117,11 @@ def _bind_engine(
     options = engine_deployment_options(cfg, config.ingress.retry_after_s)
     bound = versions.bind(serve.deployment(cls).options(name=name, **options), cfg, home)
     card: dict[str, Any] = {"id": cfg.id, "root": cfg.source, "kind": kind}
-    routes.add(Route(cfg.id, endpoints, card, handle=bound, deployment=name))
+    caps = (
+        Caps.for_embedder(cfg.limits)
+        if isinstance(cfg, EmbedderConfig)
+        else Caps.for_reranker(cfg.limits)
+    )
+    routes.add(Route(cfg.id, endpoints, card, handle=bound, deployment=name, caps=caps))
     routes.metrics_sources.append(bound)
     return bound

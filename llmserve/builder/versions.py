@@ -8,8 +8,9 @@ unchanged and applies the light options (``num_replicas``, autoscaling,
 request limits) in place.
 
 A deployment's version here is a hash of its constructor arguments (less
-each component's ``deployment`` block, which Serve applies itself, and a
-model's LoRA adapters, which its replicas load at run time) and of
+each component's ``deployment`` block, which Serve applies itself, its
+``limits``, which only the ingress checks, and a model's LoRA adapters,
+which its replicas load at run time) and of
 llmserve's own source. Changing a model's ``engine_kwargs`` restarts that
 model's replicas; changing its ``num_replicas`` adds or removes replicas and
 keeps the others; a deployment whose arguments did not change is left alone.
@@ -31,8 +32,9 @@ from ray.serve.deployment import Deployment
 from llmserve.compat.ray import bind_with_version, bound_deployment
 
 _PACKAGE = Path(__file__).resolve().parent.parent
-# Config fields a running replica takes without a restart.
-_APPLIED_IN_PLACE: dict[str, Any] = {"deployment": True, "lora": {"adapters": True}}
+# Config fields a running replica takes without a restart. A component's ``limits``
+# are the ingress's to check (they reach it on its routes): its replicas never read them.
+_APPLIED_IN_PLACE: dict[str, Any] = {"deployment": True, "lora": {"adapters": True}, "limits": True}
 
 
 def bind(deployment: Deployment, *args: Any) -> Application:

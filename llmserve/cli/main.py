@@ -151,7 +151,8 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from llmserve.models import prepare_models
-    from llmserve.runtime.ray import connect, local_ray_options
+    from llmserve.runtime.ports import check_free
+    from llmserve.runtime.ray import connect, local_ray_options, stop_local_ray_with_this_process
     from llmserve.runtime.serve import deploy, ingress_grace_s, stop_serving
 
     config = _load(args.config)
@@ -166,9 +167,12 @@ def cmd_run(args) -> int:
         # be set here; fail before anything starts. (A remote cluster reads
         # them from its own environment, in the ingress replica.)
         config.ingress.resolve_api_keys()
+        check_free(config.ingress.host, config.ingress.port)
     prepare_models(config)
     _before_serving(config)
     connect(address, **local_ray_options(config))
+    if address is None:
+        stop_local_ray_with_this_process()
     stop = threading.Event()
     # Set both explicitly: a shell starts background jobs with SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):

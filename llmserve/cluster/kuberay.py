@@ -13,6 +13,12 @@
   min/max/initial pods from the models' replica bounds.
 - Every pod gets the Serve flags for direct ingress and the API keys from a
   Kubernetes Secret; a literal key in the config is refused.
+- Locked down: Ray's token auth is on (``authOptions``, the token from the
+  same Secret), the Services stay inside the Kubernetes cluster, the head
+  declares only the ports something must reach, every ``rayStartParams`` value
+  (KubeRay pastes them into a shell command) is shell-quoted, and a
+  NetworkPolicy (``network_policy.py``) lets only the serving port be reached
+  from outside the RayService's own pods.
 """
 
 from __future__ import annotations
@@ -21,44 +27,62 @@ import copy
 import importlib.metadata
 import json
 import math
-import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from llmserve.cluster.k8s_names import label_value
 from llmserve.cluster.needs import NO_PLACEMENT_GROUP, EngineNeed, engine_needs
-from llmserve.config import ApiKeyFromEnv, AppConfig, AppEngine, ConfigError, ConfigIssue
+from llmserve.cluster.network_policy import (
+    DEFAULT_OPERATOR_NAMESPACE,
+    network_policy,
+    ray_pod_labels,
+)
+from llmserve.cluster.pod_env import (
+    DEFAULT_SECRET,
+    pod_env,
+    ray_auth,
+    secret_env,
+)
+from llmserve.config import AppConfig, AppEngine
 from llmserve.engine.device import summed
-from llmserve.runtime.ray import serve_env
 
 API_VERSION = "ray.io/v1"
 IMAGE_CONFIG_DIR = "/app/configs"
 """Where relative paths in the inline config resolve in the pod: the images' config folder."""
 DEFAULT_IMAGES = {"gpu": "llmserve:gpu", "cpu": "llmserve:cpu"}
-DEFAULT_SECRET = "llmserve-secrets"
-HEAD_PORTS = {"gcs": 6379, "dashboard": 8265, "client": 10001}
+DASHBOARD_PORT = 8265
+HEAD_PORTS = {"gcs-server": 6379, "dashboard": DASHBOARD_PORT}
+"""The head's ports beside ``serve``, by KubeRay's names: the operator finds the
+dashboard through the head Service by that name, and workers reach the GCS through
+that Service when it has a cluster IP. Ray Client (10001) is left out: nothing uses it."""
 GPU_RESOURCE = "nvidia.com/gpu"
+BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+"""What ``ray start`` sets from its own flags; anything else in a bundle is a custom resource."""
 
 
 @dataclass(frozen=True)
 class PodShape:
-    """What one worker pod must offer Ray: whole GPUs plus any custom resources."""
+    """What one worker pod must offer Ray: whole GPUs plus whole custom resources."""
 
     gpus: int
-    custom: tuple[tuple[str, float], ...] = ()
+    custom: tuple[tuple[str, int], ...] = ()
 
     @property
-    def group_name(self) -> str:
+    def base_name(self) -> str:
+        """What its group is called, before names are made valid and unique."""
         base = f"gpu{self.gpus}" if self.gpus else "cpu"
-        extra = "".join(f"-{name}" for name, _ in self.custom)
-        return re.sub(r"[^a-z0-9-]+", "-", (base + extra).lower()).strip("-")[:63]
+        return base + "".join(f"-{name}" for name, _ in self.custom)
 
 
 @dataclass
 class WorkerGroup:
     shape: PodShape
+    name: str = ""
+    """Its ``groupName``: unique, and a valid label value (KubeRay labels pods with it)."""
     cpus: int = 0
     replicas: int = 0
     min_replicas: int = 0
@@ -80,8 +104,9 @@ def pods_per_replica(need: EngineNeed) -> list[dict[str, float]]:
 
 
 def _shape(pod: dict[str, float]) -> PodShape:
-    custom = tuple(sorted((k, v) for k, v in pod.items() if k not in ("CPU", "GPU", "memory")))
-    return PodShape(gpus=math.ceil(pod.get("GPU", 0.0)), custom=custom)
+    # Whole units, like GPUs: Ray's KubeRay autoscaler reads integers only.
+    custom = {k: math.ceil(v) for k, v in pod.items() if k not in BUILTIN_RESOURCES}
+    return PodShape(gpus=math.ceil(pod.get("GPU", 0.0)), custom=tuple(sorted(custom.items())))
 
 
 def worker_groups(needs: Sequence[EngineNeed]) -> list[WorkerGroup]:
@@ -97,41 +122,25 @@ def worker_groups(needs: Sequence[EngineNeed]) -> list[WorkerGroup]:
             group.max_replicas += need.max_replicas
             if need.path not in group.engines:
                 group.engines.append(need.path)
-    return sorted(groups.values(), key=lambda g: (-g.shape.gpus, g.shape.group_name))
+    ordered = sorted(groups.values(), key=lambda g: (-g.shape.gpus, g.shape.base_name))
+    taken: set[str] = set()
+    for group in ordered:
+        group.name = label_value(group.shape.base_name, taken)
+        taken.add(group.name)
+    return ordered
 
 
-def secret_env(config: AppConfig, secret: str) -> list[dict[str, Any]]:
-    """API keys (and an optional HF_TOKEN) from the Secret; literal keys are refused."""
-    literal = [i for i, key in enumerate(config.ingress.api_keys) if isinstance(key, str)]
-    if literal:
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    f"ingress.api_keys[{i}]",
-                    "a literal key would be written into the manifest; use {env: NAME} "
-                    f"and put the key in the Kubernetes Secret '{secret}'",
-                )
-                for i in literal
-            ]
-        )
-    names = [k.env for k in config.ingress.api_keys if isinstance(k, ApiKeyFromEnv)]
-    env = [_from_secret(name, secret) for name in dict.fromkeys(names)]
-    if "HF_TOKEN" not in names:
-        # Gated Hugging Face models (Llama) need it; the pods start without it.
-        env.append(_from_secret("HF_TOKEN", secret, optional=True))
-    return env
+def worker_start_params(shape: PodShape) -> dict[str, str]:
+    """A worker pod's ``rayStartParams``, each value shell-quoted.
 
-
-def _from_secret(name: str, secret: str, optional: bool = False) -> dict[str, Any]:
-    ref: dict[str, Any] = {"name": secret, "key": name}
-    if optional:
-        ref["optional"] = True
-    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
-
-
-def pod_env(config: AppConfig) -> list[dict[str, Any]]:
-    """The Ray and Serve flags llmserve sets on a local Ray (``serve_env``), for every pod."""
-    return [{"name": k, "value": v} for k, v in serve_env(config.ray).items()]
+    KubeRay runs ``ray start --KEY=VALUE ...`` through bash. ``resources`` is
+    JSON in single quotes, the form KubeRay writes itself and that Ray's
+    autoscaler reads back (it drops the outer quotes).
+    """
+    params = {"num-gpus": str(shape.gpus)}
+    if shape.custom:
+        params["resources"] = json.dumps(dict(shape.custom))
+    return {key: shlex.quote(value) for key, value in params.items()}
 
 
 def pod_serve_config(
@@ -165,23 +174,34 @@ def rayservice(
     secret: str = DEFAULT_SECRET,
     auto_device: str = "gpu",
 ) -> dict[str, Any]:
-    """The RayService manifest as plain data (``yaml.safe_dump`` it)."""
+    """The RayService manifest as plain data (``dump_manifest`` it)."""
     needs = engine_needs(config, lambda d: auto_device if d == "auto" else d)
     planned = [e for e in config.engines() if e.config.device == "auto"]
     groups = worker_groups(needs)
     image = image or DEFAULT_IMAGES["gpu" if any(n.device == "gpu" for n in needs) else "cpu"]
-    env = pod_env(config) + secret_env(config, secret)
+    auth_options, auth_env = ray_auth(secret)
+    env = pod_env(config) + auth_env + secret_env(config, secret)
     serve_port = config.ingress.port
     head_ports = [{"containerPort": p, "name": n} for n, p in HEAD_PORTS.items()]
     head_ports.append({"containerPort": serve_port, "name": "serve"})
+    labels = ray_pod_labels(name)
+    head_container = _container("ray-head", image, env, head_ports)
     cluster: dict[str, Any] = {
         "rayVersion": importlib.metadata.version("ray"),
         "enableInTreeAutoscaling": any(g.min_replicas != g.max_replicas for g in groups),
+        "authOptions": auth_options,
         "headGroupSpec": {
+            # Reachable through KubeRay's Services from inside the Kubernetes cluster only.
+            "serviceType": "ClusterIP",
+            # The operator reaches the dashboard over the pod network (KubeRay
+            # sets 0.0.0.0 anyway); token auth and the NetworkPolicy guard it.
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0"},
-            "template": {"spec": {"containers": [_container("ray-head", image, env, head_ports)]}},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {"containers": [head_container]},
+            },
         },
-        "workerGroupSpecs": [_worker_group(g, image, env, serve_port) for g in groups],
+        "workerGroupSpecs": [_worker_group(g, image, env, serve_port, labels) for g in groups],
     }
     pod_config = pod_serve_config(serve_config, raw_config, planned, auto_device)
     serve_yaml = yaml.safe_dump(pod_config, sort_keys=False)
@@ -209,13 +229,13 @@ def _container(
 
 
 def _worker_group(
-    group: WorkerGroup, image: str, env: list[dict[str, Any]], serve_port: int
+    group: WorkerGroup,
+    image: str,
+    env: list[dict[str, Any]],
+    serve_port: int,
+    labels: dict[str, str],
 ) -> dict[str, Any]:
     shape = group.shape
-    params = {"num-gpus": str(shape.gpus)}
-    if shape.custom:
-        # ray start --resources takes JSON; KubeRay passes the value through a shell.
-        params["resources"] = json.dumps(json.dumps(dict(shape.custom)))
     resources: dict[str, Any] = {}
     if shape.gpus:
         resources["limits"] = {GPU_RESOURCE: shape.gpus}
@@ -223,13 +243,16 @@ def _worker_group(
         resources["requests"] = {"cpu": str(group.cpus)}
     ports = [{"containerPort": serve_port, "name": "serve"}]
     return {
-        "groupName": shape.group_name,
+        "groupName": group.name,
         "replicas": group.replicas,
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
-        "rayStartParams": params,
+        "rayStartParams": worker_start_params(shape),
         "template": {
-            "metadata": {"annotations": {"llmserve/engines": ", ".join(group.engines)}},
+            "metadata": {
+                "labels": dict(labels),
+                "annotations": {"llmserve/engines": ", ".join(group.engines)},
+            },
             "spec": {"containers": [_container("ray-worker", image, env, ports, resources)]},
         },
     }
@@ -247,5 +270,40 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _BlockDumper.add_representer(str, _represent_str)
 
 
-def dump_manifest(manifest: dict[str, Any]) -> str:
-    return yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False)
+def kuberay_manifests(
+    config: AppConfig,
+    raw_config: dict[str, Any],
+    serve_config: dict[str, Any],
+    *,
+    name: str = "llmserve",
+    image: str | None = None,
+    secret: str = DEFAULT_SECRET,
+    auto_device: str = "gpu",
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
+) -> list[dict[str, Any]]:
+    """The NetworkPolicy that locks the Ray pods down, and the RayService.
+
+    The policy comes first: ``kubectl apply`` creates them in order, so the
+    policy exists before the operator creates any pod.
+    """
+    service = rayservice(
+        config,
+        raw_config,
+        serve_config,
+        name=name,
+        image=image,
+        secret=secret,
+        auto_device=auto_device,
+    )
+    policy = network_policy(
+        name,
+        serve_port=config.ingress.port,
+        dashboard_port=DASHBOARD_PORT,
+        operator_namespace=operator_namespace,
+    )
+    return [policy, service]
+
+
+def dump_manifest(manifests: Sequence[dict[str, Any]]) -> str:
+    """The documents as one YAML stream, for one ``kubectl apply -f``."""
+    return yaml.dump_all(manifests, Dumper=_BlockDumper, sort_keys=False)

@@ -7,6 +7,7 @@ canaries are in ``tests/unit/compat/test_ray.py``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -122,3 +123,27 @@ class _Done:
         if isinstance(self.value, BaseException):
             raise self.value
         return self.value
+
+
+# -- Serve's HAProxy -----------------------------------------------------------------
+
+
+def haproxy_config_path(node_id: str) -> str:
+    """The config file of the HAProxy that Serve runs on node ``node_id``: the
+    HAProxyManager puts each node's files in a folder named after the node, under
+    the folder of ``RAY_SERVE_HAPROXY_CONFIG_FILE_LOC`` (``_per_node`` in
+    ray/serve/_private/haproxy.py). HAProxy is started with ``-f <this path>``,
+    which is how ``llmserve run`` finds every HAProxy of its local Ray."""
+    folder, name = os.path.split(_haproxy_config_file_loc())
+    return os.path.join(folder, node_id, name)
+
+
+def haproxy_config_root() -> str:
+    """The folder that holds every node's HAProxy folder (``/tmp/haproxy-serve``)."""
+    return os.path.dirname(_haproxy_config_file_loc())
+
+
+def _haproxy_config_file_loc() -> str:
+    from ray.serve._private.constants import RAY_SERVE_HAPROXY_CONFIG_FILE_LOC
+
+    return RAY_SERVE_HAPROXY_CONFIG_FILE_LOC

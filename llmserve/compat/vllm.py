@@ -124,6 +124,20 @@ def loaded_lora_adapters(models: OpenAIServingModels) -> dict[str, str]:
     return {name: request.lora_path for name, request in models.lora_requests.items()}
 
 
+def pooling_engine(serving: ServingEmbedding | ServingScores) -> Any:
+    """The engine client a pooling serving object starts its engine requests on.
+
+    vLLM's pooling serving (``PoolingBaseServing._prepare_generators``) calls
+    ``self.engine_client.encode(request_id=..., ...)`` once per input.
+    """
+    return serving.engine_client
+
+
+def set_pooling_engine(serving: ServingEmbedding | ServingScores, engine: Any) -> None:
+    """Have ``serving`` start its engine requests on ``engine`` (a wrapper of its own)."""
+    serving.engine_client = engine
+
+
 # -- vLLM's server flags -----------------------------------------------------------
 
 

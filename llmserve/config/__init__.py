@@ -4,6 +4,7 @@ from llmserve.config.app import AppConfig, AppEngine, RayConfig
 from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig, ReplicaBounds
 from llmserve.config.errors import ConfigError, ConfigIssue
 from llmserve.config.ingress import ApiKey, ApiKeyFromEnv, IngressConfig
+from llmserve.config.limits import EmbedderLimits, GenerationLimits, RerankerLimits
 from llmserve.config.loader import load_config, validate_config_dict
 from llmserve.config.model import EngineConfig, ModelConfig
 from llmserve.config.parallel import ParallelismConfig
@@ -27,7 +28,9 @@ __all__ = [
     "CorpusConfig",
     "DeploymentConfig",
     "EmbedderConfig",
+    "EmbedderLimits",
     "EngineConfig",
+    "GenerationLimits",
     "IngressConfig",
     "ModelConfig",
     "ParallelismConfig",
@@ -35,6 +38,7 @@ __all__ = [
     "RayConfig",
     "ReplicaBounds",
     "RerankerConfig",
+    "RerankerLimits",
     "RerankerKind",
     "RetrieverConfig",
     "load_config",

@@ -10,6 +10,7 @@ from llmserve.config.common import EnvVarName, EnvVarValue, Identifier
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.engine_args import check_engine_kwargs
 from llmserve.config.errors import issues_error
+from llmserve.config.limits import GenerationLimits
 from llmserve.config.lora import LORA_ENGINE_ARGS, LoRAConfig
 from llmserve.config.parallel import ParallelismConfig
 from llmserve.config.serving_args import ENGINE_SERVING_OPTIONS, check_serving_options
@@ -111,6 +112,15 @@ class ModelConfig(EngineConfig):
         description=(
             "LoRA adapters served by this model's replicas, each under its own model id "
             "(listed in /v1/models with `parent` set to this model's id)."
+        ),
+    )
+
+    limits: GenerationLimits = Field(
+        default_factory=GenerationLimits,
+        description=(
+            "Per-request cost caps (n, prompts, max_tokens, stop, logprobs), checked by the "
+            "ingress before the request queues; past one, a 400 names the field and the cap. "
+            "They apply to the model's LoRA adapters and to pipelines it generates for too."
         ),
     )
 

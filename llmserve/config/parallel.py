@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llmserve.config.errors import issues_error
 from llmserve.literals import Device, PlacementStrategy
+
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+"""What a resource name may look like: Ray's own (``GPU``, ``accelerator_type:H100``,
+``node:10.0.0.5``, ``TPU-v4-8-head``) all fit, shell metacharacters and spaces do not."""
+RESERVED_RESOURCE = "bundle"
+
+
+def resource_name_problem(name: str) -> str | None:
+    """Why Ray, or the command line that gives a node the resource, would misread ``name``.
+
+    Ray takes any string as a resource name, but a custom resource exists only
+    once a node declares it with ``ray start --resources JSON``: a shell command
+    line in KubeRay's pods (rayStartParams) and in the cluster launcher, where
+    ``x$(id)`` would run a command. Ray reserves ``bundle`` and names its
+    placement-group resources ``NAME_group_...``, which its autoscaler takes any
+    name containing ``_group_`` for.
+    """
+    if not RESOURCE_NAME.fullmatch(name):
+        return (
+            "not a valid resource name: letters, digits, '_', '-', '.' and ':' only, "
+            "starting with a letter or digit, at most 128 characters"
+        )
+    if name == RESERVED_RESOURCE or "_group_" in name:
+        return "not a valid resource name: Ray reserves 'bundle' and names containing '_group_'"
+    return None
 
 
 def default_worker_resources(device: Device) -> dict[str, float]:
@@ -34,8 +61,23 @@ class ParallelismConfig(BaseModel):
     )
     resources_per_worker: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
         None,
-        description='Resources per worker bundle; null: {"GPU": 1} on gpu, {"CPU": 1} on cpu.',
+        description=(
+            'Resources per worker bundle; null: {"GPU": 1} on gpu, {"CPU": 1} on cpu. '
+            "Names: letters, digits, '_', '-', '.', ':'."
+        ),
     )
+
+    @model_validator(mode="after")
+    def _check_resource_names(self) -> ParallelismConfig:
+        names = self.resources_per_worker or {}
+        issues = [
+            (("resources_per_worker", name), problem)
+            for name in names
+            if (problem := resource_name_problem(name)) is not None
+        ]
+        if issues:
+            raise issues_error(type(self).__name__, issues)
+        return self
 
     @property
     def world_size(self) -> int:

@@ -20,6 +20,7 @@ from llmserve.config.deployment import (
     RetrieverDeploymentConfig,
 )
 from llmserve.config.errors import Loc, issues_error
+from llmserve.config.limits import EmbedderLimits, RerankerLimits
 from llmserve.config.model import EngineConfig
 from llmserve.literals import QueryMode, SearchMode
 
@@ -48,6 +49,10 @@ class EmbedderConfig(EngineConfig):
     batch_wait_timeout_s: float = Field(
         0.005, ge=0, description="Seconds to wait for a batch to fill before running it."
     )
+    limits: EmbedderLimits = Field(
+        default_factory=EmbedderLimits,
+        description="Per-request cost caps of /v1/embeddings, checked by the ingress.",
+    )
 
 
 class RerankerConfig(EngineConfig):
@@ -62,6 +67,10 @@ class RerankerConfig(EngineConfig):
         "embedding",
         description="cross-encoder: a cross-encoder model; embedding: cosine similarity of "
         "embeddings. Both use vLLM's score API.",
+    )
+    limits: RerankerLimits = Field(
+        default_factory=RerankerLimits,
+        description="Per-request cost caps of /v1/rerank, checked by the ingress.",
     )
 
 
@@ -196,10 +205,25 @@ class PipelineConfig(BaseModel):
     id: Identifier = Field(..., description="Model name clients use to call the pipeline.")
     retriever: str = Field(..., description="id of the retriever to search.")
     top_k: int = Field(20, gt=0, description="Chunks retrieved per question by default.")
-    max_top_k: int = Field(50, gt=0, description="Largest top_k a request may ask for.")
+    max_top_k: int = Field(
+        50,
+        gt=0,
+        description=(
+            "Largest top_k a request may ask for (`rag.top_k`, /v1/retrieve `top_k`): chunks "
+            "retrieved, and reranked, per question. A per-request cost cap like the "
+            "generator's `limits`, checked by the ingress before the request queues."
+        ),
+    )
     reranker: str | None = Field(None, description="id of a reranker; null keeps retrieval order.")
     top_n: int = Field(4, gt=0, description="Chunks kept (after reranking) for the prompt.")
-    max_top_n: int = Field(20, gt=0, description="Largest top_n a request may ask for.")
+    max_top_n: int = Field(
+        20,
+        gt=0,
+        description=(
+            "Largest top_n (`rag.top_n`) a request may ask for; checked by the ingress "
+            "before the request queues, like max_top_k."
+        ),
+    )
     min_score: float | None = Field(
         None,
         description="Drop chunks whose reranker score is below this (no reranker: unused); "

@@ -16,8 +16,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from llmserve.config import IngressConfig
+from llmserve.ingress import caps
 from llmserve.ingress.admission import AdmissionGate
 from llmserve.ingress.body import parse_json
 from llmserve.ingress.call import Target, call, error_response
@@ -133,13 +135,19 @@ def _make_endpoint(endpoint: Endpoint, targets: dict[str, Target]):  # noqa: ANN
     id_field = endpoint.id_field
 
     async def serve_endpoint(request: Request) -> Response:
-        body = parse_json(await request.body())
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone mid-request: nobody to answer, nothing to log
+            return Response(status_code=499)
+        body = parse_json(raw)
         target_id = body.get(id_field)
         if not isinstance(target_id, str) or not target_id:
             raise APIError(400, f"you must provide a '{id_field}' parameter", param=id_field)
         target = targets.get(target_id)
         if target is None:
             raise APIError(404, f"Could not find model '{target_id}'", param=id_field)
+        # Before admission and any handle call: a request past a cap costs nothing.
+        caps.check(target.route.caps, endpoint, body, target_id)
         return await call(target, endpoint, body, RequestMeta.from_headers(request.headers))
 
     serve_endpoint.__name__ = f"create_{endpoint}"

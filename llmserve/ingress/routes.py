@@ -2,9 +2,10 @@
 
 The builder (``builder/app.py``, ``builder/rag.py``) decides everything about
 an id here: which deployment answers it (or that it runs in the ingress's own
-process), which endpoints it answers, its timeout and admission limits,
-whether its streams resume, its LoRA base and its ``/v1/models`` card. The
-ingress only looks ``routes[id]`` up and checks the endpoint.
+process), which endpoints it answers, its timeout and admission limits, its
+per-request cost caps, whether its streams resume, its LoRA base and its
+``/v1/models`` card. The ingress only looks ``routes[id]`` up and checks the
+endpoint and the caps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmserve.ingress.caps import NO_CAPS, Caps
 from llmserve.servers.protocol import Endpoint
 
 
@@ -47,7 +49,9 @@ class Route:
     resumable: bool = False
     """Continue a stream on another replica when its replica dies (``resume.py``)."""
     base: str | None = None
-    """A LoRA adapter's base model, whose engine, gate and timeout it shares."""
+    """A LoRA adapter's base model, whose engine, gate, timeout and caps it shares."""
+    caps: Caps = NO_CAPS
+    """Its per-request cost caps, checked before admission (``caps.py``)."""
 
     @property
     def gate_key(self) -> str:

@@ -84,6 +84,20 @@ def unavailable(target: str) -> APIError:
     return APIError(503, f"'{target}' is unavailable; retry after the time in Retry-After")
 
 
+def over_limit(
+    param: str, value: object, limit: int, target: str, noun: str | None = None
+) -> APIError:
+    """400: a request field past a per-request cap; names the field and the cap.
+
+    ``noun``: what ``param`` counts (``value`` is then how many it holds).
+    """
+    if noun is None:
+        message = f"{param} must be at most {limit} for '{target}' (got {value})"
+    else:
+        message = f"{param} holds {value} {noun}; '{target}' takes at most {limit} per request"
+    return APIError(400, message, param=param)
+
+
 def timed_out(target: str, seconds: float) -> APIError:
     return APIError(504, f"request to '{target}' did not finish within {seconds:g} s")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmserve.config import AppConfig
 from llmserve.engine import reaper
+from llmserve.runtime.ray import ingress_deployment
 
 _SERVE_STOP_S = 5.0
 
@@ -69,9 +70,7 @@ def stop_serving(timeout_s: float, ray_too: bool) -> None:
 
 def ingress_grace_s(config: AppConfig) -> float:
     """The ingress's ``graceful_shutdown_timeout_s`` (the fused model's, when there is one)."""
-    fused = config.ingress.fused_model
-    deployment = config.get_model(fused).deployment if fused else config.ingress.deployment
-    return deployment.graceful_shutdown_timeout_s
+    return ingress_deployment(config).graceful_shutdown_timeout_s
 
 
 def wait_healthy(timeout_s: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmserve.engine.pooling import record_requests
 from llmserve.engine.serving import start_engine
 from llmserve.observability import metrics
 
@@ -15,6 +16,9 @@ class PoolingServer:
         bundle = await start_engine(cfg, Path(home) if home else None, runner="pooling")
         self._engine = bundle.engine
         self._state = bundle.serving
+        for serving in (self._state.embedding, self._state.scores):
+            if serving is not None:  # a client that leaves aborts its requests at once
+                record_requests(serving)
 
     async def metrics_text(self) -> metrics.ReplicaMetrics:
         return metrics.replica_exposition()

@@ -95,6 +95,36 @@ def test_unbuilt_index_is_400_naming_the_index_command(app):
     assert "--pipeline unbuilt" in err.value.message
 
 
+HI = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"model": "tiny", "messages": [HI], "n": 512}, "n"),
+        ("/v1/completions", {"model": "tiny", "prompt": ["hi"] * 9}, "prompt"),
+        ("/v1/embeddings", {"model": "minilm", "input": ["hi"] * 257}, "input"),
+        ("/v1/chat/completions", {"model": "rag", "messages": [HI], "n": 512}, "n"),
+        ("/v1/retrieve", {"pipeline": "rag", "query": "q", "top_k": 51}, "top_k"),
+        # The unbuilt pipeline's router refuses these before it would find no index.
+        ("/v1/chat/completions", {"model": "unbuilt", "messages": [5, HI]}, "messages[0]"),
+        (
+            "/v1/responses",
+            {
+                "model": "unbuilt",
+                "input": [HI, {"role": "user", "content": [{"type": "input_text", "text": 1}]}],
+            },
+            "input[1].content[0].text",
+        ),
+    ],
+)
+def test_caps_and_unreadable_conversations_are_400_through_handles(app, path, body, param):
+    _, url = app
+    response = httpx.post(f"{url}{path}", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
 @pytest.fixture(scope="module")
 def built(app):
     """Index the docs through the running embedder deployment's handle."""

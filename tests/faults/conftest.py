@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,16 +106,14 @@ def engine_cores(replica: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture(scope="package")
-def fault_app(tmp_path_factory) -> FaultApp:
-    tmp = tmp_path_factory.mktemp("faults")
-    config = base_config(free_port())
-    (tmp / "faults.yaml").write_text(yaml.safe_dump(config))
+def start_app(tmp: Path, config: dict) -> FaultApp:
+    """`llmserve run` of ``config`` in a session of its own, once it says it is serving."""
+    (tmp / "app.yaml").write_text(yaml.safe_dump(config))
     log_path = tmp / "llmserve.log"
     llmserve = Path(sys.executable).parent / "llmserve"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(llmserve), "run", str(tmp / "faults.yaml")],
+            [str(llmserve), "run", str(tmp / "app.yaml")],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -122,23 +121,34 @@ def fault_app(tmp_path_factory) -> FaultApp:
         )
     app = FaultApp(f"http://127.0.0.1:{config['ingress']['port']}", proc, log_path, config)
     started = time.monotonic()
+    while "is serving" not in log_path.read_text():
+        if proc.poll() is not None or time.monotonic() - started > STARTUP_TIMEOUT_S:
+            stop_app(app, app.processes())
+            pytest.fail(f"llmserve run did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(2)
+    return app
+
+
+def stop_app(app: FaultApp, survivors: list[psutil.Process]) -> None:
+    """SIGINT, SIGKILL after 120 s; then kill whatever of ``survivors`` is left."""
+    if app.proc.poll() is None:
+        app.proc.send_signal(signal.SIGINT)
+        try:
+            app.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.proc.pid, signal.SIGKILL)
+    for p in survivors:  # never leave engines behind for the rest of the suite
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+@pytest.fixture(scope="package")
+def fault_app(tmp_path_factory) -> Iterator[FaultApp]:
+    app = start_app(tmp_path_factory.mktemp("faults"), base_config(free_port()))
     try:
-        while "is serving" not in log_path.read_text():
-            if proc.poll() is not None or time.monotonic() - started > STARTUP_TIMEOUT_S:
-                pytest.fail(f"llmserve run did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(2)
         yield app
     finally:
-        survivors = app.processes()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for p in survivors:  # never leave engines behind for the rest of the suite
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        stop_app(app, app.processes())
 
 
 def healthy(url: str) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import signal
 import time
+from collections import Counter
 
 import httpx
 import psutil
@@ -201,3 +202,43 @@ def test_a_replica_killed_outright_takes_its_engine_with_it(fault_app: FaultApp)
         f"{time.monotonic() - start:.1f} s later"
     )
     assert not alive, f"orphaned engine processes: {alive}"
+
+
+NO_REPLICA_ANSWER_S = 5.0
+
+
+def test_no_ingress_replica_is_a_503_json_at_once_and_service_resumes(fault_app: FaultApp):
+    """The ingress replica (and with it the fused engine) killed outright: until its
+    replacement is up, HAProxy itself answers, at once, with the ingress's own 503 (JSON,
+    Retry-After), never Ray's plain-text 500 and never a request left waiting."""
+    fault_app.wait_whole({"ingress": 1})
+    [replica] = fault_app.replicas("ingress")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    seen: list[tuple[float, float, int | str, httpx.Response | None]] = []
+    with httpx.Client(base_url=fault_app.url, timeout=2 * NO_REPLICA_ANSWER_S) as client:
+        killed_at = time.monotonic()
+        replica.kill()
+        while not seen or seen[-1][2] != 200:
+            assert time.monotonic() - killed_at < RECOVERY_LIMIT_S, seen[-3:]
+            start = time.monotonic()
+            try:
+                r = client.post("/v1/chat/completions", json=body)
+                seen.append((start - killed_at, time.monotonic() - start, r.status_code, r))
+            except httpx.HTTPError as exc:
+                seen.append((start - killed_at, time.monotonic() - start, type(exc).__name__, None))
+            time.sleep(0.25)
+    refused = seen[:-1]
+    print(
+        f"\ningress replica SIGKILL: {len(refused)} requests refused "
+        f"{dict(Counter(s for _, _, s, _ in refused))}, slowest answer "
+        f"{max(took for _, took, _, _ in seen):.2f} s; served again "
+        f"{seen[-1][0]:.1f} s after the kill"
+    )
+    assert refused, "the kill disturbed nothing"
+    for _, took, status, r in refused:
+        assert status == 503 and r is not None, (status, took)
+        assert r.headers["content-type"] == "application/json", r.text
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == 503
+        assert took < NO_REPLICA_ANSWER_S, took
+    assert fault_app.replicas("ingress") != [replica]

@@ -5,6 +5,11 @@
   4 + 4, with a 1.5 s request timeout (the timeout tests use it).
 - ``rag``: a pipeline over a few small documents, generating with ``tiny``
   (so its router runs in the ingress), 4 + 4.
+- ``minilm`` (embedder) and ``minilm-rerank`` (reranker), for the routes that
+  reach pooling engines.
+
+A stream's client may accept no bytes for ``SEND_TIMEOUT_S`` before the ingress
+cuts it (the slow-reader tests wait for that).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ ENGINE = {"dtype": "float32", "enforce_eager": True}
 LIMITS = {"max_ongoing_requests": 4, "max_queued_requests": 4}
 CAPACITY = LIMITS["max_ongoing_requests"] + LIMITS["max_queued_requests"]
 REMOTE_TIMEOUT_S = 1.5
+SEND_TIMEOUT_S = 2.0
 
 DOCS = {
     "paris.md": "# Paris\n\nParis is the capital of France. The Seine runs through it.",
@@ -49,7 +55,12 @@ def make_config(tmp_path) -> AppConfig:
         "deployment": LIMITS,
     }
     data = {
-        "ingress": {"port": free_port(), "fused_model": "tiny", "request_timeout_s": 120},
+        "ingress": {
+            "port": free_port(),
+            "fused_model": "tiny",
+            "request_timeout_s": 120,
+            "send_timeout_s": SEND_TIMEOUT_S,
+        },
         "models": [
             {"id": "tiny", **tiny},
             {"id": "tiny-remote", **tiny, "request_timeout_s": REMOTE_TIMEOUT_S},
@@ -57,6 +68,10 @@ def make_config(tmp_path) -> AppConfig:
         "embedders": [
             {"id": "minilm", "source": "builtin:all-minilm-l6-v2", "device": "cpu"}
             | {"engine_kwargs": ENGINE}
+        ],
+        "rerankers": [
+            {"id": "minilm-rerank", "source": "builtin:all-minilm-l6-v2", "device": "cpu"}
+            | {"engine_kwargs": ENGINE, "kind": "embedding"}
         ],
         "retrievers": [
             {

@@ -20,7 +20,7 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # the C strin
 from typing import Any
 
 from llmserve.openai import sse
-from llmserve.openai.protocol import chat_messages
+from llmserve.openai.messages import check_messages
 from llmserve.servers.protocol import Answer, Body
 from llmserve.servers.rag.citations import Citations, MarkerScanner
 from llmserve.servers.rag.query import Question, split_query
@@ -31,7 +31,7 @@ class ChatShaper:
     """``shaper.Shaper`` for chat completions."""
 
     def decode(self, body: Body) -> Question:
-        return split_query(chat_messages(body), "messages")
+        return split_query(check_messages(body.get("messages")), "messages")
 
     def generate_body(self, body: Body, model: str, messages: list[dict[str, Any]]) -> Body:
         generate = {k: v for k, v in body.items() if k != "rag"}

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmserve.literals import QueryMode
+from llmserve.openai.messages import text_of
 from llmserve.servers.clients import Client
 from llmserve.servers.protocol import Endpoint, RequestMeta
-from llmserve.servers.rag.query import Question, _text_of
+from llmserve.servers.rag.query import Question
 
 if TYPE_CHECKING:
     from llmserve.config import PipelineConfig
@@ -93,7 +94,7 @@ class FollowUp:
         """``(role, text)`` of the user and assistant messages of the last
         ``query_history_turns`` user turns (system messages are no turn)."""
         turns = [
-            (m["role"], _text_of(m.get("content")).strip()[:TURN_CHARS])
+            (m["role"], text_of(m.get("content")).strip()[:TURN_CHARS])
             for m in history
             if isinstance(m, dict) and m.get("role") in ("user", "assistant")
         ]

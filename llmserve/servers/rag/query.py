@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmserve.openai.errors import APIError
+from llmserve.openai.messages import text_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +24,16 @@ class Question:
     history: list[Any]
 
 
-def split_query(messages: list[Any], param: str) -> Question:
+def split_query(messages: list[dict[str, Any]], param: str) -> Question:
     """The last user message's text (the query) and the messages before it.
 
-    ``param`` names the request field the messages came from, for the 400.
+    ``messages`` have passed ``openai.messages.check_messages``; ``param`` names the
+    request field they came from, for the 400.
     """
-    last_user = max(
-        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
-        default=None,
-    )
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:
         raise APIError(400, "a RAG pipeline needs a user message", param=param)
-    text = non_empty(_text_of(messages[last_user].get("content")), param)
+    text = non_empty(text_of(messages[last_user].get("content")), param)
     return Question(text, messages[:last_user])
 
 
@@ -43,12 +42,3 @@ def non_empty(text: str, param: str) -> str:
     if not text.strip():
         raise APIError(400, "the query is empty", param=param)
     return text.strip()
-
-
-def _text_of(content: Any) -> str:
-    """The text of a message: a string, or the text parts of a content list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""

@@ -26,6 +26,7 @@ from typing import Any
 
 from llmserve.openai import sse
 from llmserve.openai.errors import APIError
+from llmserve.openai.messages import check_message
 from llmserve.servers.protocol import Answer, Body
 from llmserve.servers.rag.citations import Citations, MarkerScanner
 from llmserve.servers.rag.query import Question, split_query
@@ -65,25 +66,29 @@ def _search_item(grounding: Grounding) -> dict[str, Any] | None:
 
 
 def input_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The request's ``instructions`` and ``input`` as chat-style messages."""
+    """The request's ``instructions`` and ``input`` as chat-style messages; a 400 naming
+    the first field a pipeline cannot read (``input[2]``, ``input[0].content[1].text``)."""
     items = body.get("input")
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
-    if not isinstance(items, list) or not all(_is_message(i) for i in items):
+    if not isinstance(items, list):
         raise APIError(400, "a RAG pipeline takes text or message items as input", param="input")
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise APIError(400, "instructions must be a string", param="instructions")
     system = [{"role": "system", "content": instructions}] if instructions else []
-    return system + [{"role": i["role"], "content": i.get("content")} for i in items]
+    return system + [_message(item, f"input[{i}]") for i, item in enumerate(items)]
 
 
-def _is_message(item: Any) -> bool:
-    return (
-        isinstance(item, dict)
-        and item.get("type", "message") == "message"
-        and item.get("role") in ROLES
-    )
+def _message(item: Any, param: str) -> dict[str, Any]:
+    """One input item as a chat message: a pipeline reads message items only."""
+    if isinstance(item, dict) and item.get("type", "message") != "message":
+        where = f"{param}.type"
+        raise APIError(400, f"{where} must be 'message': a pipeline reads messages only", where)
+    check_message(item, param)
+    if item["role"] not in ROLES:
+        raise APIError(400, f"{param}.role must be one of {', '.join(ROLES)}", f"{param}.role")
+    return {"role": item["role"], "content": item.get("content")}
 
 
 def file_search_item(query: str, sources: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
-from llmserve.openai.errors import APIError, from_exception, validation_error_body
+from llmserve.openai.errors import (
+    APIError,
+    from_exception,
+    over_limit,
+    validation_error_body,
+)
 from llmserve.openai.protocol import RagOverrides, RetrieveRequest, Source
 from llmserve.rag import Hit, build_messages
 from llmserve.servers.protocol import Answer, Body, Scoring, Searcher, SearchQuery
@@ -164,9 +169,11 @@ class Retrieval:
         }
 
     def _limit(self, requested: int | None, default: int, limit: int, param: str) -> int:
+        # The ingress checks these caps before the request queues (ingress/caps.py);
+        # this is the same check for a router called some other way.
         value = default if requested is None else requested
         if value > limit:
-            raise APIError(400, f"{param} must be <= {limit} for pipeline '{self.cfg.id}'", param)
+            raise over_limit(param, value, limit, self.cfg.id)
         return value
 
 

@@ -146,7 +146,7 @@ def test_a_pipeline_refuses_responses_input_it_cannot_search(client):
     call_output = {"type": "function_call_output", "call_id": "c1", "output": "{}"}
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model=PIPELINE, input=[call_output])
-    assert err.value.body["param"] == "input"
+    assert err.value.body["param"] == "input[0].type"
 
 
 def test_retrieve_endpoint_returns_ranked_chunks(default_app):

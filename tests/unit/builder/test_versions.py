@@ -111,6 +111,17 @@ def test_adapters_changed_restart_the_ingress_only(base) -> None:
     assert changed(base, versions(edited(swap))) == {"ingress"}
 
 
+def test_request_caps_changed_restart_the_ingress_only(base) -> None:
+    # Only the ingress checks them (ingress/caps.py); no engine replica reads them.
+    def cap(d: dict) -> None:
+        model(d, "other")["limits"] = {"max_n": 2}
+        d["embedders"][0]["limits"] = {"max_inputs": 10}
+        d["rerankers"][0]["limits"] = {"max_documents": 10}
+        d["pipelines"][0]["max_top_k"] = 30
+
+    assert changed(base, versions(edited(cap))) == {"ingress"}
+
+
 def test_unknown_argument_types_are_refused() -> None:
     with pytest.raises(TypeError, match="no stable version"):
         version_of((object(),))

@@ -186,3 +186,32 @@ def test_the_console_script(bad_config: Path) -> None:
         assert f"{path}: " in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_run_says_who_holds_its_port_before_starting_anything(tmp_path: Path, capsys) -> None:
+    """A taken port would fail only once Ray and Serve have started ("HAProxy crashed
+    during startup ... Address already in use"), without saying what holds it."""
+    import os
+    import socket
+
+    import ray
+
+    from llmserve.runtime.ports import pick_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", pick_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "ingress": {"port": port},
+                    "models": [{"id": "m", "source": "builtin:tiny-llama", "device": "cpu"}],
+                }
+            )
+        )
+        assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: port {port} on 127.0.0.1 is in use: by pid {os.getpid()} (")
+    assert not ray.is_initialized()

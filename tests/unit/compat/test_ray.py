@@ -182,3 +182,19 @@ def test_the_broadcast_check_can_fail() -> None:
             return await self._response.results_async(return_exceptions=return_exceptions)
 
     assert _calls(Renamed) == []
+
+
+# -- Serve's HAProxy -----------------------------------------------------------------
+
+
+def test_haproxys_config_path_is_where_the_haproxy_manager_puts_it() -> None:
+    """HAProxyManager names the config file by ``_per_node`` (folder/<node id>/file)."""
+    import ray.serve._private.haproxy as haproxy
+    from ray.serve._private.constants import RAY_SERVE_HAPROXY_CONFIG_FILE_LOC
+
+    source = inspect.getsource(haproxy)
+    assert "config_file_path=_per_node(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC)" in source
+    assert "return os.path.join(d, self._node_id, f)" in source
+    folder, name = os.path.split(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC)
+    assert ray_compat.haproxy_config_path("n1") == os.path.join(folder, "n1", name)
+    assert ray_compat.haproxy_config_root() == folder

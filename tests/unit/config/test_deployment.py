@@ -193,3 +193,35 @@ def test_config_error_is_not_a_validation_error() -> None:
     # Callers catch one exception type whatever went wrong.
     with pytest.raises(ConfigError):
         validate_config_dict(_with_deployment({"num_replicas": "many"}))
+
+
+def _resources(resources: dict) -> dict:
+    model = {"id": "m", "source": "x", "device": "gpu"}
+    model["parallelism"] = {"resources_per_worker": resources}
+    return {"models": [model]}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x$(id>&2)",  # reaches `ray start --resources` through KubeRay's shell
+        "a b",
+        "a'b",
+        "bundle",  # Ray's own placement-group resource
+        "gpu_group_0_abc",  # Ray names placement-group resources NAME_group_...
+        "-gpu",
+        "x" * 129,
+    ],
+)
+def test_resource_names_ray_would_misread_are_refused(issues, name: str) -> None:
+    found = issues(_resources({"GPU": 1, name: 1}))
+    path = f"models[0].parallelism.resources_per_worker.{name}"
+    assert list(found) == [path]
+    assert "resource name" in found[path]
+
+
+def test_ray_resource_names_are_accepted() -> None:
+    names = {"GPU": 1, "CPU": 2, "memory": 1e9, "accelerator_type:H100": 0.001}
+    names |= {"TPU-v4-8-head": 1, "node:10.0.0.5": 0.01, "my_res.v2": 1}
+    config = validate_config_dict(_resources(names))
+    assert config.models[0].parallelism.resources_per_worker == names

@@ -31,6 +31,7 @@ from llmserve.observability import metrics
 from llmserve.openai.errors import APIError
 from llmserve.servers.clients import LocalClient
 from llmserve.servers.protocol import GENERATION_ENDPOINTS, NO_META, Endpoint
+from tests.unit.ingress.asgi import http_scope
 
 pytestmark = pytest.mark.unit
 
@@ -370,20 +371,7 @@ def test_a_streamed_body_is_refused_before_it_is_all_read(model: Model_) -> None
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"authorization", AUTH["Authorization"].encode())],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope("/v1/chat/completions", [(b"authorization", AUTH["Authorization"].encode())])
     asyncio.run(app(scope, receive, send))
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 413

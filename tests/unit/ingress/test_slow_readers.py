@@ -19,6 +19,7 @@ from llmserve.ingress.app import build_ingress_app
 from llmserve.ingress.routes import Route, RouteTable
 from llmserve.servers.clients import LocalClient
 from llmserve.servers.protocol import NO_META, Endpoint
+from tests.unit.ingress.asgi import http_scope
 
 pytestmark = pytest.mark.unit
 
@@ -55,23 +56,6 @@ def _running() -> float:
     return REGISTRY.get_sample_value("llmserve_admitted_requests", labels) or 0.0
 
 
-def _scope() -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
 def _receive():
     body = json.dumps({"model": MODEL, "messages": [], "stream": True}).encode()
     sent = False
@@ -85,6 +69,10 @@ def _receive():
         return {"type": "http.disconnect"}
 
     return receive
+
+
+def _scope() -> dict:
+    return http_scope("/v1/chat/completions", [(b"content-type", b"application/json")])
 
 
 async def _request(app, send) -> None:
@@ -156,3 +144,20 @@ def test_a_stream_response_dropped_unsent_frees_the_slot() -> None:
 
     asyncio.run(run())
     assert model.closed == 1
+
+
+def test_a_client_gone_mid_request_is_no_error() -> None:
+    """Reset while sending its body: no 500, no traceback, the model never asked."""
+    model = Streamer()
+    app = _app(model)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(_scope(), receive, send), 10))
+    assert sent[0]["status"] == 499
+    assert model.closed == 0 and _running() == 0

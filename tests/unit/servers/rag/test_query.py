@@ -13,16 +13,21 @@ pytestmark = pytest.mark.unit
 
 
 def test_the_question_is_the_last_user_message_and_the_history_what_came_before() -> None:
-    parts = [{"type": "text", "text": "what is"}, {"type": "image_url"}, {"text": "an index?"}]
+    parts = [
+        {"type": "text", "text": "what is"},
+        {"type": "image_url", "text": 5},
+        {"type": "input_text", "text": "an index?"},
+    ]
     messages = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hi"},
-        "not a message",
+        {"role": "assistant", "content": None},
         {"role": "assistant", "content": "hello"},
         {"role": "user", "content": parts},
         {"role": "assistant", "content": "a trailing answer"},
     ]
-    assert split_query(messages, "messages") == Question("what is  an index?", messages[:4])
+    # Only text parts count: an image part's "text" is not the question's.
+    assert split_query(messages, "messages") == Question("what is an index?", messages[:4])
 
 
 @pytest.mark.parametrize(

@@ -149,20 +149,31 @@ def test_instructions_and_input_become_chat_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "param"),
     [
-        {},
-        {"input": 3},
-        {"input": [{"type": "function_call_output", "call_id": "c", "output": "{}"}]},
-        {"input": [{"role": "tool", "content": "x"}]},
-        {"input": "hi", "instructions": ["no"]},
+        ({}, "input"),
+        ({"input": 3}, "input"),
+        ({"input": [{"type": "function_call_output", "call_id": "c"}]}, "input[0].type"),
+        ({"input": ["hi", {"role": "user", "content": "q"}]}, "input[0]"),
+        ({"input": [{"role": "user", "content": "q"}, {"role": "tool"}]}, "input[1].role"),
+        ({"input": [{"role": 5, "content": "q"}]}, "input[0].role"),
+        ({"input": [{"role": "user", "content": 5}]}, "input[0].content"),
+        ({"input": [{"role": "user", "content": [5]}]}, "input[0].content[0]"),
+        ({"input": [{"role": "user", "content": [{"text": "q"}]}]}, "input[0].content[0].type"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": 123}]}]},
+            "input[0].content[0].text",
+        ),
+        ({"input": "hi", "instructions": ["no"]}, "instructions"),
     ],
 )
-def test_input_a_pipeline_cannot_search_is_400(body: dict[str, Any]) -> None:
+def test_input_a_pipeline_cannot_read_is_400_naming_the_field(
+    body: dict[str, Any], param: str
+) -> None:
     with pytest.raises(APIError) as err:
         rag_responses.input_messages(body)
-    assert err.value.status == 400
-    assert err.value.param in ("input", "instructions")
+    assert (err.value.status, err.value.param) == (400, param)
+    assert param in err.value.message
 
 
 SHAPER = rag_responses.ResponsesShaper()

@@ -282,8 +282,8 @@ async def test_no_sources_when_the_request_asks_for_none() -> None:
 @pytest.mark.parametrize(
     ("rag", "param", "message"),
     [
-        ({"top_k": 6}, "rag.top_k", "rag.top_k must be <= 5 for pipeline 'docs'"),
-        ({"top_n": 4}, "rag.top_n", "rag.top_n must be <= 3 for pipeline 'docs'"),
+        ({"top_k": 6}, "rag.top_k", "rag.top_k must be at most 5 for 'docs' (got 6)"),
+        ({"top_n": 4}, "rag.top_n", "rag.top_n must be at most 3 for 'docs' (got 4)"),
         ({"top_k": 0}, "rag.top_k", None),
         ({"mode": "fuzzy"}, "rag.mode", None),
         ({"surprise": 1}, "rag.surprise", None),
@@ -321,6 +321,38 @@ async def test_a_chat_request_without_a_question_is_400(messages: Any, message: 
     error = _error(await _collect(_router(generator), Endpoint.CHAT, body))
     assert (error["code"], error["param"], error["message"]) == (400, "messages", message)
     assert generator.calls == []
+
+
+QUESTION = {"role": "user", "content": "What builds the index?"}
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([5, QUESTION], "messages[0]"),
+        (
+            [QUESTION, {"role": "user", "content": [{"type": "text", "text": 123}]}],
+            "messages[1].content[0].text",
+        ),
+        ([{"role": ["user"], "content": "q"}, QUESTION], "messages[0].role"),
+        ([QUESTION, {"role": "assistant", "content": {"text": "a"}}], "messages[1].content"),
+        ([{"role": "user", "content": ["q"]}], "messages[0].content[0]"),
+        (
+            [{"role": "user", "content": [{"type": None, "text": "q"}]}],
+            "messages[0].content[0].type",
+        ),
+    ],
+)
+async def test_a_message_a_pipeline_cannot_read_is_400_naming_it_before_any_retrieval(
+    messages: list[Any], param: str
+) -> None:
+    generator = FakeGenerator([CHAT_ANSWER])
+    retriever = FakeRetriever()
+    body = {"model": "docs", "messages": messages}
+    error = _error(await _collect(_router(generator, retriever), Endpoint.CHAT, body))
+    assert (error["code"], error["param"]) == (400, param)
+    assert error["message"].startswith(param)
+    assert retriever.queries == [] and generator.calls == []
 
 
 @pytest.mark.parametrize(
@@ -506,7 +538,7 @@ async def test_responses_input_a_pipeline_cannot_search_is_400() -> None:
     generator = FakeGenerator([_response([MESSAGE])])
     body = {"model": "docs", "input": [{"type": "function_call_output", "call_id": "c"}]}
     error = _error(await _collect(_router(generator), Endpoint.RESPONSES, body))
-    assert (error["code"], error["param"]) == (400, "input")
+    assert (error["code"], error["param"]) == (400, "input[0].type")
     error = _error(await _collect(_router(generator), Endpoint.RESPONSES, {"input": " "}))
     assert (error["code"], error["param"], error["message"]) == (400, "input", "the query is empty")
     assert generator.calls == []
@@ -537,7 +569,7 @@ async def test_retrieve_answers_the_retrievers_hits() -> None:
         (
             {"pipeline": "docs", "query": "q", "top_k": 6},
             "top_k",
-            "top_k must be <= 5 for pipeline 'docs'",
+            "top_k must be at most 5 for 'docs' (got 6)",
         ),
     ],
 )
