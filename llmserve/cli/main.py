@@ -166,7 +166,7 @@ def cmd_run(args) -> int:
         # The local Ray inherits this environment, so {env: NAME} keys must
         # be set here; fail before anything starts. (A remote cluster reads
         # them from its own environment, in the ingress replica.)
-        config.ingress.resolve_api_keys()
+        config.ingress.resolve_all_keys()
         check_free(config.ingress.host, config.ingress.port)
     prepare_models(config)
     _before_serving(config)

@@ -32,19 +32,20 @@ def secret_env(config: AppConfig, secret: str) -> list[dict[str, Any]]:
     """
     taken = {RAY_TOKEN_KEY, *RAY_AUTH_ENV, *serve_env(config, IMAGE_INSTALL)}
     issues = []
-    for i, key in enumerate(config.ingress.api_keys):
+    refs = config.ingress.key_refs()  # the anonymous keys and every tenant's
+    for path, key in refs:
         if isinstance(key, str):
             message = (
                 "a literal key would be written into the manifest; use {env: NAME} "
                 f"and put the key in the Kubernetes Secret '{secret}'"
             )
-            issues.append(ConfigIssue(f"ingress.api_keys[{i}]", message))
+            issues.append(ConfigIssue(f"ingress.{path}", message))
         elif key.env in taken:
             message = f"{key.env} is the Ray token or a Ray setting in the pods; use another name"
-            issues.append(ConfigIssue(f"ingress.api_keys[{i}].env", message))
+            issues.append(ConfigIssue(f"ingress.{path}.env", message))
     if issues:
         raise ConfigError(issues)
-    names = [k.env for k in config.ingress.api_keys if isinstance(k, ApiKeyFromEnv)]
+    names = [key.env for _, key in refs if isinstance(key, ApiKeyFromEnv)]
     env = [_from_secret(name, secret) for name in dict.fromkeys(names)]
     if "HF_TOKEN" not in names:
         # Gated Hugging Face models (Llama) need it; the pods start without it.

@@ -3,7 +3,8 @@
 from llmserve.config.app import AppConfig, AppEngine, RayConfig
 from llmserve.config.deployment import AutoscalingConfig, DeploymentConfig, ReplicaBounds
 from llmserve.config.errors import ConfigError, ConfigIssue
-from llmserve.config.ingress import ApiKey, ApiKeyFromEnv, IngressConfig
+from llmserve.config.ingress import IngressConfig
+from llmserve.config.keys import ApiKey, ApiKeyFromEnv
 from llmserve.config.limits import EmbedderLimits, GenerationLimits, RerankerLimits
 from llmserve.config.loader import load_config, validate_config_dict
 from llmserve.config.model import EngineConfig, ModelConfig
@@ -16,6 +17,7 @@ from llmserve.config.rag import (
     RerankerKind,
     RetrieverConfig,
 )
+from llmserve.config.tenants import TenantConfig
 
 __all__ = [
     "ApiKey",
@@ -41,6 +43,7 @@ __all__ = [
     "RerankerLimits",
     "RerankerKind",
     "RetrieverConfig",
+    "TenantConfig",
     "load_config",
     "validate_config_dict",
 ]

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-)
-
-from llmserve.config.common import EnvVarName
 from llmserve.config.deployment import IngressDeploymentConfig
+from llmserve.config.errors import issues_error
+from llmserve.config.keys import ApiKey, ApiKeyFromEnv, resolve_api_key, resolve_api_keys
+from llmserve.config.tenants import TenantConfig, find_tenant_issues
 
-
-class ApiKeyFromEnv(BaseModel):
-    """An API key read from an environment variable when the app starts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    env: EnvVarName = Field(..., description="Name of the environment variable holding the key.")
-
-
-def _parse_api_key(value: object) -> object:
-    # Parsing the mapping form here, instead of letting pydantic try each union
-    # member, gives one error at the real path rather than one per member.
-    if isinstance(value, dict):
-        return ApiKeyFromEnv.model_validate(value)
-    if isinstance(value, str) and not value:
-        raise ValueError("an API key must not be empty")
-    if isinstance(value, str | ApiKeyFromEnv):
-        return value
-    raise ValueError("an API key is a string or a mapping like {env: NAME}")
-
-
-ApiKey = Annotated[str | ApiKeyFromEnv, BeforeValidator(_parse_api_key)]
+__all__ = ["ApiKey", "ApiKeyFromEnv", "IngressConfig", "resolve_api_keys"]
 
 
 class IngressConfig(BaseModel):
@@ -50,7 +22,36 @@ class IngressConfig(BaseModel):
     route_prefix: str = Field("/", description="URL prefix of the API, starting with '/'.")
     api_keys: list[ApiKey] = Field(
         default_factory=list,
-        description="Accepted bearer keys, literal or {env: NAME}; empty disables auth.",
+        description=(
+            "Accepted bearer keys, literal or {env: NAME}, each an anonymous caller with no "
+            "limits; empty (and no tenants) disables auth."
+        ),
+    )
+    tenants: list[TenantConfig] = Field(
+        default_factory=list,
+        description=(
+            "Named callers with their own keys, rate limits, priority, model access and "
+            "prefix-cache isolation (README: Tenants). Their keys are accepted besides api_keys."
+        ),
+    )
+    priority_reserved_share: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description=(
+            "Share of the running slots and of the queue places of every model and pipeline "
+            "served in the ingress that low-priority tenants never take (rounded down), so "
+            "that normal and high ones find room at a busy model."
+        ),
+    )
+    priority_aging_s: float = Field(
+        10,
+        gt=0,
+        description=(
+            "A request that has waited this long for a slot goes ahead of everything that "
+            "arrived after it, whatever the priorities: higher-priority load delays a "
+            "lower-priority request, it never starves it."
+        ),
     )
     max_request_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body accepted, in bytes."
@@ -100,21 +101,30 @@ class IngressConfig(BaseModel):
             raise ValueError(f"route_prefix must start with '/', got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _check_tenants(self) -> IngressConfig:
+        issues = find_tenant_issues(self.tenants, self.api_keys)
+        if issues:
+            raise issues_error(type(self).__name__, issues)
+        return self
+
     def resolve_api_keys(self) -> list[str]:
         """The accepted keys, with ``{env: NAME}`` entries read from the environment."""
         return resolve_api_keys(self.api_keys)
 
+    def key_refs(self) -> list[tuple[str, str | ApiKeyFromEnv]]:
+        """Every key as configured, with its YAML path below ``ingress``: the anonymous
+        ``api_keys``, then each tenant's."""
+        refs: list[tuple[str, str | ApiKeyFromEnv]] = [
+            (f"api_keys[{i}]", key) for i, key in enumerate(self.api_keys)
+        ]
+        for t, tenant in enumerate(self.tenants):
+            if tenant.api_key is not None:
+                refs.append((f"tenants[{t}].api_key", tenant.api_key))
+            refs += [(f"tenants[{t}].api_keys[{k}]", key) for k, key in enumerate(tenant.api_keys)]
+        return refs
 
-def resolve_api_keys(api_keys: list[str | ApiKeyFromEnv]) -> list[str]:
-    """Literal keys as they are; ``{env: NAME}`` keys read from this process's environment."""
-    keys = []
-    for key in api_keys:
-        if isinstance(key, str):
-            keys.append(key)
-            continue
-        value = os.environ.get(key.env)
-        # An empty key would accept "Bearer " and so silently disable auth.
-        if not value:
-            raise ValueError(f"API key environment variable {key.env} is not set or empty")
-        keys.append(value)
-    return keys
+    def resolve_all_keys(self) -> list[str]:
+        """Every key, anonymous and tenants', read from the environment where it says so;
+        ``ValueError`` naming the first variable that is not set."""
+        return [resolve_api_key(key) for _, key in self.key_refs()]

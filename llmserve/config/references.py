@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from llmserve.config.deployment import DeploymentConfig
 from llmserve.config.errors import Loc
 from llmserve.config.rag import PipelineConfig, RetrieverConfig
+from llmserve.config.tenants import find_tenant_model_issues
 
 # Sections whose ids share one namespace: they are all model names to clients.
 SERVED_SECTIONS = ("models", "embedders", "rerankers", "pipelines")
@@ -98,6 +99,15 @@ def _check_adapter_ids(data: Mapping[str, Any], served: dict, issues: Issues) ->
                 seen[name] = item.get("id")
 
 
+def _adapter_ids(data: Mapping[str, Any]) -> list[str]:
+    ids = []
+    for _, item in _items(data, "models"):
+        lora = item.get("lora")
+        adapters = lora.get("adapters") if isinstance(lora, Mapping) else None
+        ids += [str(name) for name in (adapters if isinstance(adapters, Mapping) else [])]
+    return ids
+
+
 def find_reference_issues(data: Mapping[str, Any]) -> Issues:
     """Duplicate ids, dangling references and limits that depend on another component."""
     issues: Issues = []
@@ -137,6 +147,7 @@ def find_reference_issues(data: Mapping[str, Any]) -> Issues:
     if isinstance(ingress, Mapping) and ingress.get("fused_model") is not None:
         _check_ref(ingress["fused_model"], "models", served, ("ingress", "fused_model"), issues)
 
+    issues += find_tenant_model_issues(data, [*served, *_adapter_ids(data)])
     _check_responses_store(data, issues)
     if all(isinstance(data.get(s, []), list) and not data.get(s) for s in SERVED_SECTIONS):
         issues.append(

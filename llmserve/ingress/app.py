@@ -27,8 +27,10 @@ from llmserve.ingress.drain import DrainWatch
 from llmserve.ingress.guard import GuardMiddleware
 from llmserve.ingress.health import HealthMonitor
 from llmserve.ingress.routes import RouteTable
+from llmserve.ingress.tenants import TENANT_SCOPE_KEY, RateLimitHeaders, Tenant, TenantTable
+from llmserve.ingress.usage import open_account
 from llmserve.observability import metrics
-from llmserve.openai.errors import APIError, error_body
+from llmserve.openai.errors import APIError, error_body, model_not_found
 from llmserve.servers.clients import Client
 from llmserve.servers.protocol import Endpoint, RequestMeta
 
@@ -46,12 +48,16 @@ def build_ingress_app(
     health: HealthMonitor | None = None,
     drain: DrainWatch | None = None,
     metrics_timeout_s: float = METRICS_TIMEOUT_S,
+    tenants: TenantTable | None = None,
 ) -> FastAPI:
-    """The app for ``routes``; ``clients`` call them (one per route id), ``api_keys`` resolved."""
+    """The app for ``routes``; ``clients`` call them (one per route id), ``api_keys`` resolved;
+    ``tenants`` (keys resolved too) replace ``api_keys`` when given."""
     app = FastAPI(title="llmserve", docs_url=None, redoc_url=None)
+    tenants = tenants or TenantTable.from_keys(api_keys)
+    app.add_middleware(RateLimitHeaders)  # inside the guard, which finds the tenant
     app.add_middleware(
         GuardMiddleware,
-        keys=api_keys,
+        tenants=tenants,
         max_body_bytes=config.max_request_body_bytes,
         retry_after_s=config.retry_after_s,
         drain=drain or DrainWatch("local"),
@@ -83,21 +89,29 @@ def build_ingress_app(
         return JSONResponse({"status": "ok"})
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
         # A model is listed once it can answer: not while its deployment has no
-        # running replica (just added by a swap, or being replaced).
+        # running replica (just added by a swap, or being replaced); and only to
+        # the tenants that may call it.
         missing = set(await health.missing_deployments()) if health is not None else set()
+        tenant = request.scope.get(TENANT_SCOPE_KEY, tenants.anonymous)
         data = [
             {"object": "model", "created": created, "owned_by": "llmserve", **route.card}
             for route in routes.routes.values()
-            if route.deployment is None or route.deployment not in missing
+            if (route.deployment is None or route.deployment not in missing)
+            and tenant.may_call(route.id)
         ]
         return {"object": "list", "data": data}
 
     sources = list(routes.metrics_sources)
 
     @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        # Every tenant's usage and every model's name are in it: for the operator's
+        # keys (ingress.api_keys), not for tenants.
+        if request.scope.get(TENANT_SCOPE_KEY, tenants.anonymous) is not tenants.anonymous:
+            message = "/metrics is for the keys in ingress.api_keys, not for tenants"
+            raise APIError(403, message, type="permission_error")
         others = await metrics.scrape(sources, metrics_timeout_s)
         # This replica's own part is read after the others, so that it counts this
         # scrape's errors, and put first: it wins over the copy the broadcast brings,
@@ -107,7 +121,9 @@ def build_ingress_app(
 
     # One gate per id served in this process, shared by all its endpoints (and adapters).
     gates = {
-        route.id: AdmissionGate(route.id, *route.limits)
+        route.id: AdmissionGate(
+            route.id, *route.limits, config.priority_reserved_share, config.priority_aging_s
+        )
         for route in routes.routes.values()
         if route.limits is not None and route.base is None
     }
@@ -127,11 +143,12 @@ def build_ingress_app(
             )
             for id_, route in serving.items()
         }
-        app.add_api_route(endpoint.path, _make_endpoint(endpoint, targets), methods=["POST"])
+        endpoint_fn = _make_endpoint(endpoint, targets, tenants.anonymous)
+        app.add_api_route(endpoint.path, endpoint_fn, methods=["POST"])
     return app
 
 
-def _make_endpoint(endpoint: Endpoint, targets: dict[str, Target]):  # noqa: ANN202
+def _make_endpoint(endpoint: Endpoint, targets: dict[str, Target], anonymous: Tenant):  # noqa: ANN202
     id_field = endpoint.id_field
 
     async def serve_endpoint(request: Request) -> Response:
@@ -143,12 +160,21 @@ def _make_endpoint(endpoint: Endpoint, targets: dict[str, Target]):  # noqa: ANN
         target_id = body.get(id_field)
         if not isinstance(target_id, str) or not target_id:
             raise APIError(400, f"you must provide a '{id_field}' parameter", param=id_field)
-        target = targets.get(target_id)
+        tenant: Tenant = request.scope.get(TENANT_SCOPE_KEY, anonymous)
+        target = targets.get(target_id) if tenant.may_call(target_id) else None
         if target is None:
-            raise APIError(404, f"Could not find model '{target_id}'", param=id_field)
-        # Before admission and any handle call: a request past a cap costs nothing.
+            raise model_not_found(target_id, id_field)
+        # Before admission, rate limits and any handle call: a request past a cap costs nothing.
         caps.check(target.route.caps, endpoint, body, target_id)
-        return await call(target, endpoint, body, RequestMeta.from_headers(request.headers))
+        account = None
+        if tenant.accounted:  # tenants are configured (``tenants.py``, ``usage.py``)
+            opened = open_account(tenant, target.route, endpoint, body, len(raw))
+            if isinstance(opened, Response):
+                return opened  # over a rate limit
+            account = opened
+        tenant_id = None if tenant is anonymous else tenant.id
+        meta = RequestMeta.from_headers(request.headers, tenant_id, tenant.priority)
+        return await call(target, endpoint, body, meta, account)
 
     serve_endpoint.__name__ = f"create_{endpoint}"
     return serve_endpoint

@@ -25,6 +25,7 @@ from llmserve.ingress.deadline import StreamDeadline
 from llmserve.ingress.health import HealthMonitor
 from llmserve.ingress.resume import StreamState, resumable
 from llmserve.ingress.routes import Route
+from llmserve.ingress.usage import Account
 from llmserve.observability import metrics
 from llmserve.openai import sse
 from llmserve.openai.errors import APIError, from_exception, status_of, timed_out, unavailable
@@ -71,7 +72,14 @@ def error_response(body: dict, status: int, retry_after: dict[str, str]) -> JSON
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def call(target: Target, endpoint: Endpoint, body: Body, meta: RequestMeta) -> Response:
+async def call(
+    target: Target,
+    endpoint: Endpoint,
+    body: Body,
+    meta: RequestMeta,
+    account: Account | None = None,
+) -> Response:
+    """``account``: the request's tenant usage (``usage.py``), when tenants are configured."""
     start = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + target.timeout_s
     release: Release = _nothing
@@ -81,7 +89,7 @@ async def call(target: Target, endpoint: Endpoint, body: Body, meta: RequestMeta
         if target.known_unavailable():
             raise unavailable(target.id)
         if target.gate is not None:
-            release = await target.gate.enter(target.timeout_s)
+            release = await target.gate.enter(target.timeout_s, meta.priority)
         if target.route.resumable and resumable(endpoint, body):
             state = StreamState(endpoint, body)
         gen, first = await _first_item(
@@ -89,22 +97,26 @@ async def call(target: Target, endpoint: Endpoint, body: Body, meta: RequestMeta
         )
     except asyncio.CancelledError:  # the client left: free the engine, don't log a 500
         _close(gen, release)
-        metrics.observe_request(target.id, endpoint, 499, time.perf_counter() - start)
+        _observe(target, endpoint, 499, start, account)
         raise
     except BaseException as exc:
         _close(gen, release)
         err = _failure(exc, target, endpoint)
-        metrics.observe_request(target.id, endpoint, err.status, time.perf_counter() - start)
+        _observe(target, endpoint, err.status, start, account)
         raise err from None
     if isinstance(first, dict):
         _close(gen, release)
         status = status_of(first) if "error" in first else 200
-        metrics.observe_request(target.id, endpoint, status, time.perf_counter() - start)
+        if account is not None:
+            account.answer(first, status)
+        _observe(target, endpoint, status, start, account)
         return error_response(first, status, target.retry_after)
     metrics.observe_first_chunk(target.id, time.perf_counter() - start)
+    if account is not None:
+        account.first_chunk(time.perf_counter() - start)
     work = _Work(gen, release)
     response = EventStream(
-        _relay(work, first, target, endpoint, meta, start, deadline, state),
+        _relay(work, first, target, endpoint, meta, start, deadline, state, account),
         ping=15,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         stall_timeout_s=target.send_timeout_s,
@@ -186,6 +198,7 @@ async def _relay(
     start: float,
     deadline: float,
     state: StreamState | None = None,
+    account: Account | None = None,
 ) -> AsyncIterator[bytes]:
     gen = work.gen
     assert gen is not None
@@ -193,7 +206,9 @@ async def _relay(
     out: Callable[[str], bytes] = state.relay if state is not None else str.encode
     timer = StreamDeadline(deadline)  # times the waits for chunks, never the writer
     try:
-        yield out(first)  # type: ignore[arg-type]  # a stream's items are SSE events
+        data = out(first)  # type: ignore[arg-type]  # a stream's items are SSE events
+        if account is None or account.event(data):
+            yield data
         while True:
             try:
                 event = await timer.next(gen)
@@ -206,7 +221,9 @@ async def _relay(
                 gen, event = await _continue(target, state, meta, deadline)
                 work.gen = gen
                 out = state.relay_continued
-            yield out(event)
+            data = out(event)
+            if account is None or account.event(data):  # not: a usage chunk nobody asked for
+                yield data
     except asyncio.CancelledError:
         status = 499  # client went away; cancelling gen aborts the engine request
         raise
@@ -218,7 +235,7 @@ async def _relay(
     finally:
         timer.close()
         work.close()
-        metrics.observe_request(target.id, endpoint, status, time.perf_counter() - start)
+        _observe(target, endpoint, status, start, account)
 
 
 async def _continue(
@@ -254,6 +271,14 @@ def _failure(exc: BaseException, target: Target, endpoint: Endpoint) -> APIError
     if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to map
         raise exc
     return from_exception(exc, target.id, logger)
+
+
+def _observe(
+    target: Target, endpoint: Endpoint, status: int, start: float, account: Account | None
+) -> None:
+    metrics.observe_request(target.id, endpoint, status, time.perf_counter() - start)
+    if account is not None:
+        account.end(status)
 
 
 def _nothing() -> None:

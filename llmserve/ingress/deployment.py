@@ -12,6 +12,7 @@ into the ingress; only ``/metrics`` asks every ingress replica for its
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,9 @@ from llmserve.config.ingress import resolve_api_keys
 from llmserve.ingress.app import build_ingress_app
 from llmserve.ingress.drain import DrainWatch
 from llmserve.ingress.health import HealthMonitor
+from llmserve.ingress.replicas import ReplicaCount, serve_replica_count
 from llmserve.ingress.routes import Local, LocalPipeline, RouteTable
+from llmserve.ingress.tenants import TenantTable
 from llmserve.observability import metrics
 from llmserve.servers.clients import Client, LocalClient, StreamClient
 
@@ -42,6 +45,11 @@ class Ingress:
         # secret values never become deployment arguments (which Serve's
         # controller stores).
         self.api_keys = resolve_api_keys(config.api_keys)
+        # The tenants' rate limits are shared by the ingress replicas running (replicas.py);
+        # until Serve says how many, as many as the deployment starts with.
+        own = (fused.deployment if fused is not None else config.deployment).replica_bounds()
+        replicas = ReplicaCount(own.initial, _replica_counter())
+        self.tenants = TenantTable.build(config, self.api_keys, replicas)
         self.routes = routes
         self._local = None
         if fused is not None:
@@ -92,7 +100,13 @@ class Ingress:
         sources = [*self.routes.metrics_sources, *_own_deployment()]
         routes = replace(self.routes, metrics_sources=sources)
         return build_ingress_app(
-            self.config, self.api_keys, routes, self.clients, self._health, self._drain
+            self.config,
+            self.api_keys,
+            routes,
+            self.clients,
+            self._health,
+            self._drain,
+            tenants=self.tenants,
         )
 
     async def metrics_text(self) -> metrics.ReplicaMetrics:
@@ -111,6 +125,17 @@ def _replica_id() -> str:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:  # outside a replica (unit tests)
         return "local"
+
+
+def _replica_counter() -> Any:
+    """Reads how many replicas this replica's deployment has (None outside a replica)."""
+    from ray import serve
+
+    try:
+        context = serve.get_replica_context()
+    except Exception:  # outside a replica (unit tests)
+        return None
+    return functools.partial(serve_replica_count, context.app_name, context.deployment)
 
 
 def _own_deployment() -> list[Any]:

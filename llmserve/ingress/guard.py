@@ -1,4 +1,5 @@
-"""The ingress's ASGI guard: API keys, the body size limit, and the drain.
+"""The ingress's ASGI guard: API keys (and the tenant they belong to), the body size
+limit, and the drain.
 
 A plain ASGI middleware (not a FastAPI dependency) so that an oversized body
 is refused while it streams in, and a draining replica refuses a request
@@ -7,10 +8,10 @@ before any route code runs.
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from llmserve.ingress.drain import DrainWatch
+from llmserve.ingress.tenants import TENANT_SCOPE_KEY, TenantTable
 from llmserve.openai.errors import APIError
 
 
@@ -23,10 +24,15 @@ class GuardMiddleware:
     """
 
     def __init__(
-        self, app, keys: list[str], max_body_bytes: int, retry_after_s: int, drain: DrainWatch
+        self,
+        app,
+        tenants: TenantTable,
+        max_body_bytes: int,
+        retry_after_s: int,
+        drain: DrainWatch,
     ):
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        self.tenants = tenants
         self.limit = max_body_bytes
         self.drain = drain
         self.retry_after = str(retry_after_s).encode()
@@ -48,8 +54,10 @@ class GuardMiddleware:
 
     async def _guarded(self, scope, receive, send):
         headers = dict(scope["headers"])
-        if self.keys and not self._authorized(headers.get(b"authorization", b"")):
+        tenant = self.tenants.resolve(headers.get(b"authorization", b""))
+        if tenant is None:
             return await _send_error(send, APIError(401, "invalid or missing API key"))
+        scope[TENANT_SCOPE_KEY] = tenant
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _send_error(send, self._too_large())
@@ -70,12 +78,6 @@ class GuardMiddleware:
             if exc.status != 413:
                 raise
             await _send_error(send, exc)
-
-    def _authorized(self, header: bytes) -> bool:
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        return any(hmac.compare_digest(token.strip(), key) for key in self.keys)
 
     def _too_large(self) -> APIError:
         return APIError(413, f"request body exceeds {self.limit} bytes")

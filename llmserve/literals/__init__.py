@@ -30,3 +30,8 @@ QueryMode = Literal["last", "history", "rewrite"]
 """How a RAG pipeline builds its search query from a conversation: the last user
 message, recent user turns folded in, or the question rewritten by the generator."""
 QUERY_MODES: tuple[QueryMode, ...] = get_args(QueryMode)
+
+Priority = Literal["high", "normal", "low"]
+"""A tenant's priority class: the order of admission under overload (``ingress.tenants``)."""
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+"""Highest first: a class's index is its rank."""

@@ -72,6 +72,31 @@ ADMITTED = Gauge(
     ["model", "state"],
 )
 
+# Per tenant (``ingress.tenants``): the label set is bounded by the config, every caller
+# that is no tenant shares the label "anonymous", and a model label only ever holds a served id.
+TENANT_REQUESTS = Counter(
+    "llmserve_tenant_requests",
+    "Requests answered by the ingress, by tenant, model and HTTP status.",
+    ["tenant", "model", "status"],
+)
+TENANT_TOKENS = Counter(
+    "llmserve_tenant_tokens",
+    "Tokens vLLM reported for a tenant's requests, by model and kind (prompt, completion).",
+    ["tenant", "model", "kind"],
+)
+TENANT_RATE_LIMITED = Counter(
+    "llmserve_tenant_rate_limited",
+    "429 answers to a tenant, by reason: its requests or tokens per minute, or capacity "
+    "(the model or pipeline was full).",
+    ["tenant", "reason"],
+)
+TENANT_FIRST_CHUNK = Histogram(
+    "llmserve_tenant_time_to_first_chunk_seconds",
+    "Time from request to the first streamed chunk, by tenant, as seen by the ingress.",
+    ["tenant"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 SCRAPE_ERRORS = Counter(
     "llmserve_metrics_scrape_errors",
     "Replicas left out of a /metrics answer: they failed or did not answer in time.",

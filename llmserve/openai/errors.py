@@ -29,37 +29,50 @@ _TYPES = {
 # OpenAI's own rate-limit errors carry a string code; the OpenAI SDK raises
 # ``RateLimitError`` (and retries, honouring Retry-After) on the status alone.
 _CODES: dict[int, str] = {429: "rate_limit_exceeded"}
+# String codes some errors carry instead of their status, and the status each means.
+_STATUS_OF_CODE = {"rate_limit_exceeded": 429, "model_not_found": 404}
 
 
 class APIError(Exception):
     """An error with an HTTP status that the ingress turns into a JSON body."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, type: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        type: str | None = None,
+        code: str | None = None,
     ):
         super().__init__(message)
         self.status = int(status)
         self.message = message
         self.param = param
         self.type = type or _TYPES.get(self.status) or HTTPStatus(self.status).phrase
+        self.code = code
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.status, self.message, self.param, self.type)
+        return error_body(self.status, self.message, self.param, self.type, self.code)
 
     def __reduce__(self):
         # Keeps the status and param when the error crosses a Ray handle.
-        return (APIError, (self.status, self.message, self.param, self.type))
+        return (APIError, (self.status, self.message, self.param, self.type, self.code))
 
 
 def error_body(
-    status: int, message: str, param: str | None = None, type: str | None = None
+    status: int,
+    message: str,
+    param: str | None = None,
+    type: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
+    """``code`` is the status (OpenAI's string code for a 429), unless given."""
     return {
         "error": {
             "message": message,
             "type": type or _TYPES.get(status) or HTTPStatus(status).phrase,
             "param": param,
-            "code": _CODES.get(int(status), int(status)),
+            "code": code or _CODES.get(int(status), int(status)),
         }
     }
 
@@ -68,15 +81,26 @@ def status_of(body: dict[str, Any]) -> int:
     """HTTP status of an error body (vLLM's and ours carry it in ``code``)."""
     error = body.get("error")
     code = error.get("code") if isinstance(error, dict) else None
-    for status, name in _CODES.items():
-        if code == name:
-            return status
+    if isinstance(code, str) and code in _STATUS_OF_CODE:
+        return _STATUS_OF_CODE[code]
     return code if isinstance(code, int) and 400 <= code < 600 else 500
 
 
 def overloaded(target: str) -> APIError:
     """429: no room to queue the request; nothing was done, retrying is safe."""
     return APIError(429, f"'{target}' is at capacity; retry after the time in Retry-After")
+
+
+def model_not_found(model: str, param: str = "model") -> APIError:
+    """404 for an id nobody serves, and for one the caller's key may not use: the same
+    answer, in OpenAI's words and code, so that a key cannot find out what else is served."""
+    return APIError(
+        404,
+        f"The model '{model}' does not exist or you do not have access to it.",
+        param=param,
+        type="invalid_request_error",
+        code="model_not_found",
+    )
 
 
 def unavailable(target: str) -> APIError:

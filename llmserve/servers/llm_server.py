@@ -41,11 +41,20 @@ from llmserve.observability import metrics
 from llmserve.openai import sse
 from llmserve.openai.errors import APIError, error_body, unavailable
 from llmserve.openai.protocol import chat_messages
-from llmserve.servers.protocol import NO_META, Body, Endpoint, Item, RequestMeta
+from llmserve.servers.protocol import (
+    NO_META,
+    VLLM_PRIORITY,
+    Body,
+    Endpoint,
+    Item,
+    RequestMeta,
+)
 
 logger = logging.getLogger("llmserve")
 
 _WATCH_PERIOD_S = 0.5
+# The endpoints whose vLLM requests take a scheduling priority.
+_PRIORITIZED = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES})
 _RESTART_ATTEMPTS = 3
 _EXIT_DELAY_S = 0.5
 
@@ -62,6 +71,9 @@ class _Handler:
 class LLMServer:
     """Serves one model. Its Serve health check is the engine's health check."""
 
+    _by_priority = False
+    """Its engine runs ``scheduling_policy: priority`` (set at start)."""
+
     async def __init__(self, model, home: str | None = None):  # type: ignore[misc]  # Serve awaits it
         # Serve awaits an async constructor; start the engine before serving.
         await self._start(model, home, restart_in_place=False)
@@ -77,6 +89,8 @@ class LLMServer:
         self.model_id = model.id
         self._model, self._home = model, Path(home) if home else None
         self._restart_in_place = restart_in_place
+        # Only such an engine takes a priority (vLLM documents any other as an error).
+        self._by_priority = model.engine_kwargs.get("scheduling_policy") == "priority"
         self._recovering: asyncio.Task | None = None
         self._gave_up = False
         await self._start_engine()
@@ -198,6 +212,9 @@ class LLMServer:
             except APIError as exc:
                 yield exc.body()
                 return
+        if self._by_priority and meta.priority != "normal" and endpoint in _PRIORITIZED:
+            # The caller's tenant's class, which the ingress set (clients cannot).
+            body = {**body, "priority": VLLM_PRIORITY[meta.priority]}
         async for item in self._serve(handler, body, meta):
             yield item
 

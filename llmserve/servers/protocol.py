@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
-from llmserve.literals import SearchMode
+from llmserve.literals import Priority, SearchMode
 from llmserve.observability.metrics import ReplicaMetrics
 
 Body: TypeAlias = dict[str, Any]
@@ -108,15 +108,28 @@ class RequestMeta:
 
     headers: Mapping[str, str] = field(default_factory=dict)
     """The ``FORWARDED_HEADERS`` the client sent, lower-cased."""
+    tenant: str | None = None
+    """The caller's tenant id (``ingress.tenants``); None for a caller that is no tenant."""
+    priority: Priority = "normal"
+    """The caller's priority class; the ingress admits by it, and has already set vLLM's
+    ``priority`` in the body where the engine schedules by it."""
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> RequestMeta:
+    def from_headers(
+        cls, headers: Mapping[str, str], tenant: str | None = None, priority: Priority = "normal"
+    ) -> RequestMeta:
         """Keep only what may be forwarded (``headers`` as Starlette gives them)."""
         kept = {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
-        return cls(kept) if kept else NO_META
+        if not kept and tenant is None and priority == "normal":
+            return NO_META
+        return cls(kept, tenant, priority)
 
 
 NO_META = RequestMeta()
+
+VLLM_PRIORITY: Mapping[Priority, int] = {"high": -1, "normal": 0, "low": 1}
+"""vLLM's request ``priority`` for each class (lower is scheduled earlier): what an LLM
+server whose engine runs ``scheduling_policy: priority`` sets from ``RequestMeta.priority``."""
 
 
 class ItemStream(Protocol):

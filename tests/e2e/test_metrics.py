@@ -6,6 +6,9 @@ server replicas). After N requests, each counter summed over replicas is N, in
 every scrape, whichever ingress replica answers it (vLLM's own counters hold one
 more per engine: the 1-token warm-up request each LLM server sends its engine when
 it starts, ``LLMServer._warm_up``).
+
+The app's two ingress replicas also share a tenant's rate limit (README: Tenants);
+its accuracy is measured here, on ``/tokenize`` so as not to touch the counts above.
 """
 
 from __future__ import annotations
@@ -23,13 +26,23 @@ from tests.helpers import free_port, running_app
 N = 12
 MODEL = "tiny"
 INGRESS, LLM = "ingress", f"llm-{MODEL}"
+AUTH = {"Authorization": "Bearer anon"}
+LIMITED = {"Authorization": "Bearer limited-key"}
+RPM = 60
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     config = validate_config_dict(
         {
-            "ingress": {"port": free_port(), "deployment": {"num_replicas": 2}},
+            "ingress": {
+                "port": free_port(),
+                "deployment": {"num_replicas": 2},
+                "api_keys": ["anon"],
+                "tenants": [
+                    {"id": "limited", "api_key": "limited-key", "requests_per_minute": RPM}
+                ],
+            },
             "models": [
                 {
                     "id": MODEL,
@@ -69,7 +82,7 @@ def answered(app) -> int:
     """N chat requests, all at once so that both replicas of each deployment get some."""
 
     async def send() -> list[int]:
-        async with httpx.AsyncClient(base_url=app, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=app, timeout=120, headers=AUTH) as client:
             body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
             responses = await asyncio.gather(
                 *(
@@ -85,7 +98,7 @@ def answered(app) -> int:
 
 def scrape(url: str) -> dict[str, list]:
     """Samples of one /metrics answer, by sample name."""
-    response = httpx.get(f"{url}/metrics", timeout=30)
+    response = httpx.get(f"{url}/metrics", timeout=30, headers=AUTH)
     assert response.status_code == 200
     samples: dict[str, list] = {}
     for family in text_string_to_metric_families(response.text):
@@ -144,3 +157,36 @@ def test_a_scrape_is_quick(app):
     start = time.perf_counter()
     scrape(app)
     assert time.perf_counter() - start < 2
+
+
+def test_a_tenants_rate_limit_is_shared_by_the_ingress_replicas(app) -> None:
+    """Each of the two ingress replicas enforces half of the tenant's limit. Tokenize calls
+    as fast as 4 clients can send them for 10 s, spread by HAProxy over both replicas:
+    admitted, at most the limit plus its refill over the window (the slack README states:
+    one request per replica for rounding), and close to it."""
+    window_s = 10.0
+
+    async def send() -> tuple[list[int], float]:
+        statuses: list[int] = []
+        end = time.monotonic() + window_s
+
+        async def one_client(client: httpx.AsyncClient) -> None:
+            while time.monotonic() < end:
+                response = await client.post("/tokenize", json={"model": MODEL, "prompt": "hi"})
+                statuses.append(response.status_code)
+
+        start = time.monotonic()
+        async with httpx.AsyncClient(base_url=app, timeout=30, headers=LIMITED) as client:
+            await asyncio.gather(*(one_client(client) for _ in range(4)))
+        return statuses, time.monotonic() - start
+
+    statuses, elapsed = asyncio.run(send())
+    admitted = statuses.count(200)
+    allowed = RPM + RPM / 60 * elapsed
+    print(
+        f"\n2 ingress replicas: {len(statuses)} sent in {elapsed:.1f} s, {admitted} admitted, "
+        f"{statuses.count(429)} refused; the limit allows {allowed:.1f}"
+    )
+    assert set(statuses) == {200, 429}
+    assert admitted <= allowed + 2
+    assert admitted >= 0.8 * allowed

@@ -180,7 +180,10 @@ def test_too_long_prompt_is_400(client):
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
-    assert err.value.body["message"] == "Could not find model 'nope'"
+    assert err.value.code == "model_not_found"
+    assert err.value.body["message"] == (
+        "The model 'nope' does not exist or you do not have access to it."
+    )
 
 
 def test_tokenize_detokenize_round_trip(base_url):
@@ -207,8 +210,12 @@ def test_tokenize_unknown_model_is_404(base_url, path):
     response = post(base_url, path, {"model": "nope", "prompt": "x", "tokens": [1]})
     assert response.status_code == 404
     error = error_of(response)
-    assert (error["type"], error["param"]) == ("not_found_error", "model")
-    assert error["message"] == "Could not find model 'nope'"
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
+    assert error["message"] == "The model 'nope' does not exist or you do not have access to it."
 
 
 @pytest.mark.parametrize("key", ["wrong", None])

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from llmserve.literals import QueryMode
@@ -62,6 +63,12 @@ class SearchText:
         return block
 
 
+TENANT_FIELDS = ("cache_salt", "priority")
+"""Body fields the ingress writes for a tenant (``ingress/tenants.py``) that the rewrite,
+a request made on the tenant's behalf, keeps: its prefix-cache isolation (a rewrite
+prompt holds the tenant's conversation) and its engine priority."""
+
+
 class FollowUp:
     """Builds one pipeline's search queries."""
 
@@ -75,8 +82,10 @@ class FollowUp:
         mode: QueryMode | None,
         meta: RequestMeta,
         timings: Timings,
+        body: Mapping[str, Any] | None = None,
     ) -> SearchText:
-        """The query for ``question`` in ``mode`` (None: the pipeline's)."""
+        """The query for ``question`` in ``mode`` (None: the pipeline's); ``body``: the
+        client's request, whose ``TENANT_FIELDS`` a rewrite keeps."""
         mode = mode or self.cfg.query_mode
         turns = self._turns(question.history)
         if mode == "last" or not turns:
@@ -84,7 +93,7 @@ class FollowUp:
         if mode == "history":
             return SearchText(folded(turns, question.text), mode)
         started = time.perf_counter()
-        text, fallback = await self._rewrite(turns, question.text, meta)
+        text, fallback = await self._rewrite(turns, question.text, meta, body or {})
         timings.observe("rewrite", started)
         if text is None:
             return SearchText(folded(turns, question.text), "history", fallback)
@@ -105,7 +114,11 @@ class FollowUp:
         return [(role, text) for role, text in turns[start:] if text]
 
     async def _rewrite(
-        self, turns: list[tuple[str, str]], question: str, meta: RequestMeta
+        self,
+        turns: list[tuple[str, str]],
+        question: str,
+        meta: RequestMeta,
+        client_body: Mapping[str, Any],
     ) -> tuple[str | None, str | None]:
         """``(the standalone question, None)``, or ``(None, why not)``."""
         body = {
@@ -114,6 +127,7 @@ class FollowUp:
             "max_tokens": self.cfg.rewrite_max_tokens,
             "temperature": 0,
             "stream": False,
+            **{k: client_body[k] for k in TENANT_FIELDS if k in client_body},
         }
         stream = self._generator.stream(Endpoint.CHAT, body, _own_request_id(meta))
         try:
@@ -138,7 +152,7 @@ def _own_request_id(meta: RequestMeta) -> RequestMeta:
     request_id = meta.headers.get("x-request-id")
     if request_id is None:
         return meta
-    return RequestMeta({**meta.headers, "x-request-id": f"{request_id}-rewrite"})
+    return replace(meta, headers={**meta.headers, "x-request-id": f"{request_id}-rewrite"})
 
 
 def folded(turns: list[tuple[str, str]], question: str) -> str:

@@ -104,7 +104,7 @@ class RAGRouter:
         try:
             overrides = self._retrieval.overrides(body)
             question = shaper.decode(body)
-            search = await self._followup.query(question, overrides.query_mode, meta, timings)
+            search = await self._followup.query(question, overrides.query_mode, meta, timings, body)
             hits = await self._retrieval.find(search.text, overrides, timings)
         except Exception as exc:
             yield from_exception(exc, self.cfg.id, logger).body()

@@ -352,6 +352,29 @@ def test_an_api_key_named_like_the_ray_token_is_refused(tmp_path: Path, capsys, 
     assert "api_keys[0]" not in err
 
 
+def test_tenant_keys_come_from_the_secret_too(tmp_path: Path, capsys) -> None:
+    data = yaml.safe_load((CONFIGS / "gpu-tp2.yaml").read_text())
+    data["ingress"]["tenants"] = [
+        {"id": "a", "api_keys": [{"env": "TEAM_A_KEY"}, "sk-team"]},
+        {"id": "b", "api_key": {"env": "TEAM_B_KEY"}},
+    ]
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "rs.yaml"
+    assert main(["build", str(path), "--kuberay", "-o", str(out)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "ingress.tenants[0].api_keys[1]: a literal key would be written" in err
+    assert "sk-team" not in err
+    data["ingress"]["tenants"][0]["api_keys"] = [{"env": "TEAM_A_KEY"}]
+    path.write_text(yaml.safe_dump(data))
+    manifest = _build(path, tmp_path, "--secret", "my-keys")
+    [container] = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+        "containers"
+    ]
+    names = {e["name"] for e in container["env"]}
+    assert {"LLMSERVE_API_KEY", "TEAM_A_KEY", "TEAM_B_KEY"} <= names
+
+
 def test_auto_device_is_planned_into_the_pods_config(tmp_path: Path) -> None:
     data = yaml.safe_load((CONFIGS / "gpu-tp2.yaml").read_text())
     data["models"][0]["device"] = "auto"

@@ -10,7 +10,7 @@ import pytest
 
 from llmserve.openai.errors import APIError, error_body
 from llmserve.servers.llm_server import LLMServer, _Handler
-from llmserve.servers.protocol import GENERATION_ENDPOINTS, NO_META, Endpoint
+from llmserve.servers.protocol import GENERATION_ENDPOINTS, NO_META, Endpoint, RequestMeta
 
 pytestmark = pytest.mark.unit
 
@@ -220,3 +220,35 @@ def test_a_bad_detokenize_body_is_400_naming_the_field() -> None:
     assert answer["error"]["code"] == 400
     assert answer["error"]["param"].startswith("tokens")
     assert tokenization.requests == []
+
+
+@pytest.mark.parametrize(
+    ("by_priority", "meta", "expected"),
+    [
+        (True, RequestMeta(tenant="t", priority="high"), -1),
+        (True, RequestMeta(tenant="t", priority="low"), 1),
+        (True, NO_META, 0),  # normal: vLLM's default
+        (False, RequestMeta(tenant="t", priority="high"), 0),  # an FCFS engine: never set
+    ],
+)
+def test_a_priority_engine_gets_the_tenants_class_as_vllms_priority(
+    by_priority: bool, meta: RequestMeta, expected: int
+) -> None:
+    seen: list = []
+
+    async def create(request, raw):
+        seen.append(request)
+        return Answer({"object": "chat.completion"})
+
+    async def run() -> None:
+        server = _server(Engine())
+        server._by_priority = by_priority
+        server._chat = SimpleNamespace(create_chat_completion=create)
+        server._completion = server._tokenization = server._responses = SimpleNamespace()
+        server._handlers = {Endpoint.CHAT: _Handler(_request_type(), create)}
+        assert [a async for a in server.respond(Endpoint.CHAT, BODY, meta)] == [
+            {"object": "chat.completion"}
+        ]
+
+    asyncio.run(run())
+    assert seen[0].priority == expected

@@ -65,9 +65,10 @@ async def _query(
     question: Question = QUESTION,
     mode: Any = None,
     meta: RequestMeta = NO_META,
+    body: Body | None = None,
 ) -> Any:
     timings = Timings("docs")
-    search = await followup.query(question, mode, meta, timings)
+    search = await followup.query(question, mode, meta, timings, body)
     return search, timings.ms
 
 
@@ -110,6 +111,21 @@ async def test_the_request_chooses_the_mode_and_rewrite_names_its_model() -> Non
     assert search.text == "standalone" and server.bodies[0]["model"] == "gen-rewriter"
     # its own request id: vLLM keys requests by it, and the answer's request comes next
     assert server.metas == [RequestMeta({"x-request-id": "r1-rewrite", "traceparent": "t"})]
+
+
+async def test_a_tenants_rewrite_keeps_its_cache_salt_priority_and_meta() -> None:
+    # The rewrite prompt holds the tenant's conversation: it must not share prefix cache
+    # with other tenants, and it runs at the tenant's priority.
+    server = Rewriter(_answer("standalone"))
+    meta = RequestMeta({"x-request-id": "r1"}, tenant="team-a", priority="high")
+    client = {"cache_salt": "s" * 64, "priority": -10, "top_p": 0.5, "seed": 3}
+    await _query(_followup(server), mode="rewrite", meta=meta, body=client)
+    [body] = server.bodies
+    assert (body["cache_salt"], body["priority"]) == ("s" * 64, -10)
+    assert "top_p" not in body and "seed" not in body  # the client's sampling is its answer's
+    assert server.metas == [
+        RequestMeta({"x-request-id": "r1-rewrite"}, tenant="team-a", priority="high")
+    ]
 
 
 async def test_rewrite_is_skipped_without_history() -> None:

@@ -644,3 +644,25 @@ async def test_the_pipelines_sampling_is_sent_unless_the_request_sets_it() -> No
     chat, responses = (body for _, body, _ in generator.calls)
     assert (chat["repetition_penalty"], chat["temperature"]) == (1.15, 0.2)
     assert (responses["repetition_penalty"], responses["temperature"]) == (1.15, 1)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        (Endpoint.CHAT, _chat(stream=True)),
+        (Endpoint.RESPONSES, {"model": "docs", "input": "What builds the index?", "stream": True}),
+    ],
+    ids=["chat", "responses"],
+)
+async def test_what_the_ingress_set_for_a_tenant_reaches_the_generator(
+    endpoint: Endpoint, body: Body
+) -> None:
+    # The ingress writes a tenant's cache_salt (and the usage request of a stream) into
+    # the body and its priority into meta: a pipeline's generator must get all of them.
+    generator = FakeGenerator([error_body(503, "no matter here")])
+    meta = RequestMeta(tenant="team-a", priority="high")
+    tenant_fields = {"cache_salt": "f" * 64, "stream_options": {"include_usage": True}}
+    await _collect(_router(generator), endpoint, {**body, **tenant_fields}, meta)
+    [(_, sent, sent_meta)] = generator.calls
+    assert sent_meta == meta
+    assert {k: sent[k] for k in tenant_fields} == tenant_fields
