@@ -87,7 +87,7 @@ CITING_QUESTION = "Which environment variable sets the size of the KV cache when
 # The generator is held to this answer (vLLM's structured_outputs regex, passed through
 # like any sampling field), so the test does not depend on whether the 135M model cites.
 CITING_ANSWER = "VLLM_CPU_KVCACHE_SPACE sets it [1]; see also [2]."
-FORCED = {"structured_outputs": {"regex": re.escape(CITING_ANSWER)}}
+FORCED = {"structured_outputs": {"regex": re.escape(CITING_ANSWER).replace("\\ ", " ")}}
 
 
 def _citations(message: AIMessage) -> list[dict]:
