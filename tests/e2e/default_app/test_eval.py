@@ -75,4 +75,5 @@ def test_eval_of_a_missing_pipeline_is_a_clear_error(default_app: str) -> None:
     command = [str(llmserve), "eval", "nope", "--base-url", f"{default_app}/v1", "--limit", "1"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
-    assert "Could not find model 'nope'" in run.stderr and "Traceback" not in run.stderr
+    # the server's 404 (model_not_found), as the SDK reports it, without a traceback
+    assert "The model 'nope' does not exist" in run.stderr and "Traceback" not in run.stderr
