@@ -64,9 +64,12 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
         reranker = rerankers[p.reranker] if p.reranker else None
         # Its root is its generator's id, not a source.
         pipeline_card = {"id": p.id, "root": p.generator, "kind": "rag-pipeline"}
+        base_url = config.get_retriever(p.retriever).corpus.base_url
         caps = Caps.for_pipeline(p, config.get_model(p.generator).limits)
         if p.generator == config.ingress.fused_model:
-            routes.pipelines[p.id] = LocalPipeline(p, tokenizer, retrievers[p.retriever], reranker)
+            routes.pipelines[p.id] = LocalPipeline(
+                p, tokenizer, retrievers[p.retriever], reranker, base_url
+            )
             routes.add(
                 Route(
                     p.id,
@@ -93,6 +96,7 @@ def add_rag_deployments(config: AppConfig, routes: RouteTable, home: str) -> Non
             retrievers[p.retriever],
             reranker,
             generator_route.handle,
+            base_url,
             version_extra=routes.routers.get(generator_route.deployment or ""),
         )
         routes.add(

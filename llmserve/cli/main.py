@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     from llmserve.cli.rag import add_rag_commands
 
     add_rag_commands(sub)
+
+    from llmserve.cli.evaluation.command import add_eval_command
+
+    add_eval_command(sub)
     return parser
 
 

@@ -22,9 +22,10 @@ from llmserve.config.deployment import (
 from llmserve.config.errors import Loc, issues_error
 from llmserve.config.limits import EmbedderLimits, RerankerLimits
 from llmserve.config.model import EngineConfig
-from llmserve.literals import SearchMode
+from llmserve.literals import QueryMode, SearchMode
 
 RerankerKind = Literal["cross-encoder", "embedding"]
+ContextOrder = Literal["best_first", "best_last"]
 
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -109,6 +110,14 @@ class CorpusConfig(BaseModel):
         default_factory=list,
         description="User metadata keys (e.g. from .jsonl lines) stored as filterable columns.",
     )
+    base_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="Where the corpus is published: a citation's url is base_url followed "
+        "by the document's source path (e.g. https://github.com/ORG/REPO/blob/main/ for "
+        "docs/cpu.md). null: llmserve://RETRIEVER/SOURCE.",
+    )
     # Same default as llmserve.rag.documents.DEFAULT_MAX_FILE_BYTES (not imported
     # here: llmserve.rag pulls in pyarrow, which most config use never needs).
     max_file_bytes: int = Field(
@@ -162,6 +171,32 @@ class RetrieverConfig(BaseModel):
     )
 
 
+class RagSampling(BaseModel):
+    """A pipeline's default sampling: sent to the generator unless the request sets it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    repetition_penalty: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="vLLM's repetition penalty: above 1 discourages repeating prompt and "
+        "answer tokens.",
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI's frequency penalty."
+    )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI's presence penalty."
+    )
+
+    def defaults(self) -> dict[str, float]:
+        """The settings that are set, by request field name."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class PipelineConfig(BaseModel):
     """Retrieve, optionally rerank, then generate an answer citing the sources."""
 
@@ -204,6 +239,42 @@ class PipelineConfig(BaseModel):
     )
     context_token_budget: int = Field(
         1024, gt=0, description="Most tokens of source text put into the prompt."
+    )
+    context_order: ContextOrder = Field(
+        "best_first",
+        description="Order of the numbered sources in the prompt: best_first ([1] first) or "
+        "best_last ([1] last, nearest the question); the numbers stay the rank either way.",
+    )
+    sampling: RagSampling = Field(
+        default_factory=lambda: RagSampling(),
+        description="Sampling settings the generator gets when a request does not set them.",
+    )
+    query_mode: QueryMode = Field(
+        "last",
+        description="How the search query is built from a conversation: last (the last user "
+        "message), history (the last query_history_turns user messages before it folded in, "
+        "no model call) or rewrite (the generator rewrites the question into a standalone "
+        "one; skipped without history; falls back to history on failure or timeout).",
+    )
+    query_history_turns: int = Field(
+        2,
+        ge=1,
+        le=20,
+        description="Earlier user turns that history folds into the query, and that rewrite "
+        "shows the generator (with the answers between them).",
+    )
+    rewrite_model: str | None = Field(
+        None,
+        description="Model name the rewrite asks: null for the generator, or one of the "
+        "generator's LoRA adapters (served by the same replicas).",
+    )
+    rewrite_max_tokens: int = Field(
+        48, gt=0, le=512, description="Most tokens a rewritten question may take."
+    )
+    rewrite_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        description="Longest the rewrite may take; then the query falls back to history.",
     )
     deployment: PipelineDeploymentConfig = Field(
         default_factory=PipelineDeploymentConfig,

@@ -125,7 +125,9 @@ def find_reference_issues(data: Mapping[str, Any]) -> Issues:
         )
         if item.get("reranker") is not None:
             _check_ref(item["reranker"], "rerankers", served, (*loc, "reranker"), issues)
-        _check_ref(item.get("generator"), "models", served, (*loc, "generator"), issues)
+        generator = _check_ref(item.get("generator"), "models", served, (*loc, "generator"), issues)
+        if generator is not None:
+            _check_rewrite_model(item, generator, (*loc, "rewrite_model"), issues)
         if retriever is not None:
             top_k = _get(item, PipelineConfig, "top_k")
             own_limit = _get(item, PipelineConfig, "max_top_k")
@@ -152,6 +154,27 @@ def find_reference_issues(data: Mapping[str, Any]) -> Issues:
             ((), "nothing to serve: define at least one model, embedder, reranker or pipeline")
         )
     return issues
+
+
+def _check_rewrite_model(
+    pipeline: Mapping[str, Any], generator: Mapping[str, Any], loc: Loc, issues: Issues
+) -> None:
+    """A rewrite runs on the generator's replicas (the router's one generator client),
+    so it may name the generator or one of its LoRA adapters, nothing else."""
+    name = pipeline.get("rewrite_model")
+    if not isinstance(name, str) or name == generator.get("id"):
+        return
+    lora = generator.get("lora")
+    adapters = lora.get("adapters") if isinstance(lora, Mapping) else None
+    if isinstance(adapters, Mapping) and name in adapters:
+        return
+    issues.append(
+        (
+            loc,
+            f"rewrite_model '{name}' must be the generator '{generator.get('id')}' "
+            "or one of its LoRA adapters",
+        )
+    )
 
 
 RESPONSES_STORE = "VLLM_ENABLE_RESPONSES_API_STORE"

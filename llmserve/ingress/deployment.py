@@ -101,6 +101,7 @@ class Ingress:
             pipeline.retriever,
             pipeline.reranker,
             LocalClient(self._local),  # type: ignore[arg-type]
+            pipeline.base_url,
         )
         return LocalClient(router)
 

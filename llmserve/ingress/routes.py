@@ -73,6 +73,8 @@ class LocalPipeline:
     tokenizer_path: str
     retriever: Any
     reranker: Any | None
+    base_url: str | None = None
+    """The retriever's ``corpus.base_url``, which citations link to."""
 
 
 @dataclass

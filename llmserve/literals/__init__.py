@@ -26,6 +26,11 @@ SearchMode = Literal["hybrid", "dense", "bm25"]
 """How a retriever searches: dense vectors, BM25 full text, or both fused."""
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 
+QueryMode = Literal["last", "history", "rewrite"]
+"""How a RAG pipeline builds its search query from a conversation: the last user
+message, recent user turns folded in, or the question rewritten by the generator."""
+QUERY_MODES: tuple[QueryMode, ...] = get_args(QueryMode)
+
 Priority = Literal["high", "normal", "low"]
 """A tenant's priority class: the order of admission under overload (``ingress.tenants``)."""
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)

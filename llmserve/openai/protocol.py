@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmserve.literals import SearchMode
+from llmserve.literals import QueryMode, SearchMode
 from llmserve.openai.errors import APIError
 
 
@@ -20,6 +20,9 @@ class RagOverrides(BaseModel):
     filters: dict[str, Any] | None = Field(None, description="Metadata filters: field -> value(s).")
     mode: SearchMode | None = Field(None, description="hybrid, dense or bm25.")
     return_sources: bool = Field(True, description="Include `sources` in the response.")
+    query_mode: QueryMode | None = Field(
+        None, description="last, history or rewrite: how the search query is built."
+    )
 
 
 class RetrieveRequest(BaseModel):

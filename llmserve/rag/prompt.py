@@ -25,9 +25,11 @@ def format_source(number: int, hit: Hit) -> str:
     return f"{header}\n{hit.text}"
 
 
-def format_context(hits: Sequence[Hit]) -> str:
-    """All hits as numbered blocks separated by blank lines."""
-    return "\n\n".join(format_source(i, hit) for i, hit in enumerate(hits, start=1))
+def format_context(hits: Sequence[Hit], best_last: bool = False) -> str:
+    """All hits as numbered blocks separated by blank lines; ``best_last``: in
+    reverse rank order ([1] nearest the question), keeping each hit's number."""
+    blocks = [format_source(i, hit) for i, hit in enumerate(hits, start=1)]
+    return "\n\n".join(reversed(blocks) if best_last else blocks)
 
 
 def render_template(template: str, *, context: str, question: str) -> str:
@@ -95,6 +97,7 @@ def build_messages(
     token_budget: int,
     count_tokens: Callable[[str], int],
     history: Sequence[Mapping[str, Any]] | None = None,
+    best_last: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Hit]]:
     """Build the chat messages for a RAG answer.
 
@@ -103,12 +106,13 @@ def build_messages(
     sources within ``token_budget`` tokens, see :func:`fit_hits`) and
     ``{question}`` filled in. ``used_hits`` are the hits in that context, in
     citation order (a truncated first hit is returned with its shortened text).
+    ``best_last`` writes the context in reverse rank order (see :func:`format_context`).
     """
     missing = [name for name in ("{context}", "{question}") if name not in prompt_template]
     if missing:
         raise ValueError(f"prompt_template must contain {' and '.join(missing)}")
     used = fit_hits(hits, token_budget, count_tokens)
-    context = format_context(used) if used else NO_SOURCES
+    context = format_context(used, best_last) if used else NO_SOURCES
     messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})

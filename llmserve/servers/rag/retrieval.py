@@ -39,7 +39,7 @@ logger = logging.getLogger("llmserve")
 
 STAGE_SECONDS = Histogram(
     "llmserve_rag_stage_seconds",
-    "Time spent in each RAG stage: retrieve, rerank, generate_first_token.",
+    "Time spent in each RAG stage: rewrite, retrieve, rerank, generate_first_token.",
     ["pipeline", "stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -144,6 +144,7 @@ class Retrieval:
             self.cfg.context_token_budget,
             self._count_tokens,
             question.history,
+            self.cfg.context_order == "best_last",
         )
         return Prompt(messages, [_source(i, hit) for i, hit in enumerate(used, start=1)])
 

@@ -31,6 +31,8 @@ from llmserve.openai.errors import error_body, from_exception
 from llmserve.servers.clients import Client, LocalClient, ScoreClient, SearchClient, StreamClient
 from llmserve.servers.protocol import NO_META, Body, Endpoint, Item, RequestMeta
 from llmserve.servers.rag.chat import ChatShaper
+from llmserve.servers.rag.citations import Citations
+from llmserve.servers.rag.followup import FollowUp
 from llmserve.servers.rag.responses import ResponsesShaper
 from llmserve.servers.rag.retrieval import Retrieval, Timings
 from llmserve.servers.rag.shaper import Grounding, Shaper
@@ -55,10 +57,12 @@ class RAGRouter:
         retriever: Any,
         reranker: Any | None,
         generator: Any,
+        base_url: str | None = None,
     ) -> None:
         """``retriever``, ``reranker``: deployment handles; ``generator``: the generator's
         handle, or a ``LocalClient`` of the fused model when this router runs in the ingress.
-        ``tokenizer_path``: the generator's tokenizer, which the prompt's budget counts in."""
+        ``tokenizer_path``: the generator's tokenizer, which the prompt's budget counts in.
+        ``base_url``: the retriever's ``corpus.base_url``, which citations link to."""
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -76,6 +80,9 @@ class RAGRouter:
         self._generator: Client = (
             generator if isinstance(generator, LocalClient) else StreamClient(generator)
         )
+        self._followup = FollowUp(pipeline, self._generator)
+        self._base_url = base_url
+        self._sampling = pipeline.sampling.defaults()
 
     async def respond(
         self, endpoint: Endpoint, body: Body, meta: RequestMeta = NO_META
@@ -97,12 +104,15 @@ class RAGRouter:
         try:
             overrides = self._retrieval.overrides(body)
             question = shaper.decode(body)
-            hits = await self._retrieval.find(question.text, overrides, timings)
+            search = await self._followup.query(question, overrides.query_mode, meta, timings, body)
+            hits = await self._retrieval.find(search.text, overrides, timings)
         except Exception as exc:
             yield from_exception(exc, self.cfg.id, logger).body()
             return
         prompt = self._retrieval.prompt(question, hits)
         generate = shaper.generate_body(body, self.cfg.generator, prompt.messages)
+        for name, value in self._sampling.items():
+            generate.setdefault(name, value)
 
         started = time.perf_counter()
         stream = self._generator.stream(endpoint, generate, meta)
@@ -114,9 +124,10 @@ class RAGRouter:
                 return
             timings.observe("generate_first_token", started)
             grounding = Grounding(
-                question.text,
+                search.text,
                 prompt.sources if overrides.return_sources else None,
-                {"pipeline": self.cfg.id, "timings_ms": timings.ms},
+                {"pipeline": self.cfg.id, "query": search.block(), "timings_ms": timings.ms},
+                Citations(prompt.sources, self.cfg.id, self.cfg.retriever, self._base_url),
             )
             if isinstance(first, dict):
                 yield first if "error" in first else shaper.encode_answer(first, grounding)

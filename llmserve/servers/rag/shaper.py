@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmserve.servers.protocol import Answer, Body
+from llmserve.servers.rag.citations import Citations
 from llmserve.servers.rag.query import Question
 
 
@@ -26,7 +27,9 @@ class Grounding:
     sources: list[dict[str, Any]] | None
     """The numbered sources; None when the request asked for none (``rag.return_sources``)."""
     rag: dict[str, Any]
-    """The ``rag`` block: the pipeline and its stage timings."""
+    """The ``rag`` block: the pipeline, the query searched for and the stage timings."""
+    citations: Citations | None = None
+    """What the answer's ``[n]`` markers may cite, for its annotations; None: no annotations."""
 
     def fields(self) -> dict[str, Any]:
         """``rag`` and (unless none were asked for) ``sources``, as an answer carries them."""

@@ -8,6 +8,7 @@ it; tests/clients/requirements.txt says why it cannot share the server's).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -80,6 +81,51 @@ def test_a_rag_pipeline_is_a_chat_model(default_app: str) -> None:
         "What does llmserve answer when it is overloaded?"
     )
     assert answer.content.strip()
+
+
+CITING_QUESTION = "Which environment variable sets the size of the KV cache when running on CPU?"
+# The generator is held to this answer (vLLM's structured_outputs regex, passed through
+# like any sampling field), so the test does not depend on whether the 135M model cites.
+CITING_ANSWER = "VLLM_CPU_KVCACHE_SPACE sets it [1]; see also [2]."
+FORCED = {"structured_outputs": {"regex": re.escape(CITING_ANSWER).replace("\\ ", " ")}}
+
+
+def _citations(message: AIMessage) -> list[dict]:
+    """LangChain's standard citations of a message's text blocks."""
+    return [
+        annotation
+        for block in message.content_blocks
+        if block["type"] == "text"
+        for annotation in block.get("annotations", [])
+    ]
+
+
+def test_langchain_keeps_the_citations_on_the_responses_api_only(default_app: str) -> None:
+    """ChatOpenAI builds its Chat Completions message from the role, content and tool
+    calls alone: the annotations (and ``sources``) are lost. On the Responses API it
+    keeps each ``file_citation`` (as a standard ``citation``) and the ``file_search_call``
+    with the sources' text (as a ``server_tool_result``), whole and streamed."""
+    on_chat = chat(default_app, "rag-docs", max_tokens=64, extra_body=FORCED)
+    lost = on_chat.invoke(CITING_QUESTION)
+    assert lost.content == CITING_ANSWER and _citations(lost) == []
+    assert "annotations" not in str(lost.model_dump())
+
+    llm = chat(default_app, "rag-docs", max_tokens=64, use_responses_api=True, extra_body=FORCED)
+    answer = llm.invoke(CITING_QUESTION)
+    [text] = [b for b in answer.content_blocks if b["type"] == "text"]
+    assert text["text"] == CITING_ANSWER
+    citations = _citations(answer)
+    assert [c["type"] for c in citations] == ["citation", "citation"]
+    starts = [c["extras"]["file_index"] for c in citations]
+    assert starts == [CITING_ANSWER.index("[1]"), CITING_ANSWER.index("[2]")]
+    assert all(c["title"].startswith("docs/") for c in citations)
+    [result] = [b for b in answer.content_blocks if b["type"] == "server_tool_result"]
+    assert {r["file_id"] for r in result["output"]} >= {c["extras"]["file_id"] for c in citations}
+
+    streamed = None
+    for chunk in llm.stream(CITING_QUESTION):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert streamed is not None and _citations(streamed) == citations
 
 
 def test_an_unknown_model_raises_the_sdk_error(default_app: str) -> None:

@@ -78,3 +78,18 @@ def test_adapters_are_optional_and_none_means_no_lora() -> None:
     app = validate_config_dict({"models": [{"id": "m", "source": "/srv/models/m"}]})
     assert app.models[0].lora is None
     assert build_engine_args(app.models[0]).enable_lora is False
+
+
+def test_a_pipeline_may_rewrite_queries_with_its_generator_or_one_of_its_adapters(
+    rag_data, issues
+) -> None:
+    rag_data["models"][0]["lora"] = {"adapters": {"gen-rewriter": "/srv/lora/rw"}}
+    rag_data["models"].append({"id": "other", "source": "/srv/models/o"})
+    for name in ("gen", "gen-rewriter", None):
+        rag_data["pipelines"][0]["rewrite_model"] = name
+        assert validate_config_dict(rag_data).pipelines[0].rewrite_model == name
+    rag_data["pipelines"][0]["rewrite_model"] = "other"
+    assert issues(rag_data) == {
+        "pipelines[0].rewrite_model": "rewrite_model 'other' must be the generator 'gen' "
+        "or one of its LoRA adapters"
+    }

@@ -102,3 +102,12 @@ def test_template_braces_and_placeholder_text_in_chunks_stay_literal():
 def test_template_without_placeholders_is_rejected():
     with pytest.raises(ValueError, match=r"\{question\}"):
         build_messages("q", [], None, "{context} only", 100, words)
+
+
+def test_best_last_puts_the_first_source_nearest_the_question_keeping_its_number():
+    hits = [hit(1), hit(2), hit(3)]
+    messages, used = build_messages("Why?", hits, None, TEMPLATE, 1000, words, best_last=True)
+    assert used == hits  # the numbering, and so the answer's sources, stay the rank
+    content = messages[-1]["content"]
+    assert content.startswith("Sources:\n[3] Doc 3 (doc3.md)")
+    assert content.index("[2] Doc 2") < content.index("[1] Doc 1") < content.index("Question:")

@@ -6,11 +6,17 @@ import json
 from typing import Any
 
 import pytest
-from openai.types.responses import Response, ResponseFileSearchToolCall, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseFileSearchToolCall,
+    ResponseOutputTextAnnotationAddedEvent,
+    ResponseStreamEvent,
+)
 from pydantic import TypeAdapter
 
 from llmserve.openai.errors import APIError
 from llmserve.servers.rag import responses as rag_responses
+from llmserve.servers.rag.citations import Citations
 from llmserve.servers.rag.query import Question
 from llmserve.servers.rag.shaper import Grounding
 
@@ -207,3 +213,75 @@ def test_a_streams_first_and_later_events_are_numbered_as_one_stream() -> None:
     written = encoder.first(first) + [out for event in rest for out in encoder.later(event)]
     numbers = [json.loads(event.split("data: ", 1)[1])["sequence_number"] for event in written]
     assert numbers == list(range(len(_generator_stream()) + 2))
+
+
+CITATIONS = Citations(SOURCES, "rag", "docs")
+
+
+def _cited_stream(deltas: list[str]) -> list[Any]:
+    """The generator's events for an answer written in ``deltas``, through the shaper."""
+    text = "".join(deltas)
+    message = {**MESSAGE, "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    started = _response("in_progress", [])
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": started}),
+        ("response.in_progress", {"response": started}),
+        ("response.output_item.added", {"output_index": 0, "item": {**MESSAGE, "content": []}}),
+        ("response.content_part.added", {**ids, "part": part}),
+        *(("response.output_text.delta", {**ids, "delta": d, "logprobs": []}) for d in deltas),
+        ("response.output_text.done", {**ids, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**ids, "part": {**part, "text": text}}),
+        ("response.output_item.done", {"output_index": 0, "item": message}),
+        ("response.completed", {"response": _response("completed", [message])}),
+    ]
+    item = rag_responses.file_search_item("q", SOURCES)
+    encoder = SHAPER.encode_stream(Grounding("q", SOURCES, RAG, CITATIONS))
+    first, *rest = [_event(kind, i, **fields) for i, (kind, fields) in enumerate(kinds)]
+    assert encoder.later is not None and item["type"] == "file_search_call"
+    written = encoder.first(first) + [out for event in rest for out in encoder.later(event)]
+    events = TypeAdapter(ResponseStreamEvent)
+    return [events.validate_python(json.loads(e.split("data: ", 1)[1])) for e in written]
+
+
+def test_a_stream_announces_each_citation_after_the_delta_that_completes_it() -> None:
+    deltas = ["Alpha [", "1] and beta [2", "]", ", not [3]."]
+    events = _cited_stream(deltas)
+    kinds = [e.type for e in events]
+    added = [e for e in events if isinstance(e, ResponseOutputTextAnnotationAddedEvent)]
+    # OpenAI's order: right after the delta that completes each marker, before the done events
+    before = [events[events.index(e) - 1] for e in added]
+    assert [(e.type, getattr(e, "delta", None)) for e in before] == [
+        ("response.output_text.delta", "1] and beta [2"),
+        ("response.output_text.delta", "]"),
+    ]
+    assert kinds.index("response.output_text.done") > events.index(added[-1])
+    assert [e.annotation_index for e in added] == [0, 1]
+    assert {(e.item_id, e.output_index, e.content_index) for e in added} == {("msg_1", 1, 0)}
+    text = "".join(deltas)
+    cited = [(a.annotation.file_id, text[a.annotation.index :][:3]) for a in added]
+    assert cited == [("a#0", "[1]"), ("b#3", "[2]")]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    part = final.output[1].content[0]
+    streamed = [a.annotation.model_dump() for a in added if a.annotation is not None]
+    assert [a.model_dump() for a in part.annotations] == streamed
+    done_part = next(e for e in events if e.type == "response.content_part.done").part
+    assert [a.model_dump() for a in done_part.annotations] == streamed
+
+
+def test_a_whole_response_annotates_its_output_text() -> None:
+    message = {
+        **MESSAGE,
+        "content": [{"type": "output_text", "text": "Hi [2] [1]", "annotations": []}],
+    }
+    answer = SHAPER.encode_answer(
+        _response("completed", [message]), Grounding("q", SOURCES, RAG, CITATIONS)
+    )
+    response = Response.model_validate(answer)
+    [text] = response.output[1].content
+    assert [(a.type, a.file_id, a.filename, a.index) for a in text.annotations] == [
+        ("file_citation", "b#3", "docs/b.md", 3),
+        ("file_citation", "a#0", "docs/a.md", 7),
+    ]

@@ -598,6 +598,54 @@ async def test_an_endpoint_the_pipeline_does_not_serve_is_404() -> None:
     assert generator.calls == []
 
 
+async def test_a_follow_up_is_searched_with_its_history_and_says_so() -> None:
+    retriever = FakeRetriever()
+    reranker = FakeReranker([0.9, 0.5, 0.1])
+    generator = FakeGenerator([CHAT_ANSWER])
+    body = {
+        "model": "docs",
+        "messages": [
+            {"role": "user", "content": "What builds the index?"},
+            {"role": "assistant", "content": "llmserve index [1]."},
+            {"role": "user", "content": "Is it incremental?"},
+        ],
+        "rag": {"query_mode": "history"},
+    }
+    [answer] = await _collect(_router(generator, retriever, reranker), Endpoint.CHAT, body)
+    folded = "What builds the index?\nIs it incremental?"
+    assert [q.text for q in retriever.queries] == [folded]
+    assert reranker.bodies[0]["query"] == folded
+    assert answer["rag"]["query"] == {"mode": "history", "text": folded}
+    # the generator still answers the question as asked, after the conversation
+    assert generator.calls[0][1]["messages"][-1]["content"].endswith("Q: Is it incremental?")
+
+
+async def test_a_chat_answer_annotates_the_markers_that_name_its_sources() -> None:
+    answer_body = {
+        "id": "c1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Yes [2] [5]."}}],
+    }
+    [answer] = await _collect(_router(FakeGenerator([answer_body])), Endpoint.CHAT, _chat())
+    [annotation] = answer["choices"][0]["message"]["annotations"]
+    assert annotation["url_citation"] == {
+        "start_index": 4,
+        "end_index": 7,
+        "title": "Doc 2",
+        "url": "llmserve://r/docs/2.md",
+    }
+
+
+async def test_the_pipelines_sampling_is_sent_unless_the_request_sets_it() -> None:
+    generator = FakeGenerator([CHAT_ANSWER, CHAT_ANSWER])
+    router = _router(generator, sampling={"repetition_penalty": 1.15, "temperature": 0.2})
+    await _collect(router, Endpoint.CHAT, _chat())
+    await _collect(router, Endpoint.RESPONSES, {"model": "docs", "input": "q", "temperature": 1})
+    chat, responses = (body for _, body, _ in generator.calls)
+    assert (chat["repetition_penalty"], chat["temperature"]) == (1.15, 0.2)
+    assert (responses["repetition_penalty"], responses["temperature"]) == (1.15, 1)
+
+
 @pytest.mark.parametrize(
     ("endpoint", "body"),
     [
