@@ -250,11 +250,13 @@ class PipelineConfig(BaseModel):
         description="Sampling settings the generator gets when a request does not set them.",
     )
     query_mode: QueryMode = Field(
-        "last",
-        description="How the search query is built from a conversation: last (the last user "
-        "message), history (the last query_history_turns user messages before it folded in, "
-        "no model call) or rewrite (the generator rewrites the question into a standalone "
-        "one; skipped without history; falls back to history on failure or timeout).",
+        "history",
+        description="How the search query is built from a conversation: history (the "
+        "default: the last query_history_turns user messages before the question folded in, "
+        "no model call; measured in docs/rag.md), last (the last user message alone) or "
+        "rewrite (the generator rewrites the question into a standalone one; skipped without "
+        "history; falls back to history on failure or timeout). Without history all three "
+        "search the question as it is.",
     )
     query_history_turns: int = Field(
         2,

@@ -74,14 +74,14 @@ async def _query(
 
 async def test_last_searches_the_question_alone() -> None:
     server = Rewriter(_answer("unused"))
-    search, timings = await _query(_followup(server))
+    search, timings = await _query(_followup(server, query_mode="last"))
     assert search.block() == {"mode": "last", "text": "How fast is it?"}
     assert server.bodies == [] and timings == {}
 
 
 async def test_history_folds_in_the_recent_user_turns_without_a_model_call() -> None:
     server = Rewriter(_answer("unused"))
-    search, _ = await _query(_followup(server, query_mode="history"))
+    search, _ = await _query(_followup(server))  # the default
     assert search.text == "What is the reranker?\nWhich model does it use?\nHow fast is it?"
     one, _ = await _query(_followup(server, query_mode="history", query_history_turns=1))
     assert one.text == "Which model does it use?\nHow fast is it?"

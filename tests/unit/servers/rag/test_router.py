@@ -224,7 +224,8 @@ async def test_a_chat_answer_carries_its_sources_and_the_generator_got_the_promp
     [answer] = await _collect(_router(generator, retriever), Endpoint.CHAT, body, meta)
 
     assert retriever.queries == [
-        SearchQuery("What builds the index?", 3, "bm25", {"source": "docs/1.md"})
+        # the default query_mode, history: the earlier user turn folded into the search
+        SearchQuery("hi\nWhat builds the index?", 3, "bm25", {"source": "docs/1.md"})
     ]
     [(endpoint, sent, sent_meta)] = generator.calls
     assert (endpoint, sent_meta) == (Endpoint.CHAT, meta)
