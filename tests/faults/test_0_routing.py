@@ -114,7 +114,9 @@ def test_a_burst_of_one_prefix_spills_onto_the_other_replica(fault_app: FaultApp
                         {"role": "system", "content": document(9)},
                         {"role": "user", "content": f"Question {i}?"},
                     ],
-                    "max_tokens": 32,
+                    # long enough that the burst's requests overlap on the replica
+                    # even when a busy machine lets them in one by one
+                    "max_tokens": 150,  # with the ~340-token prompt, within max_model_len 512
                     "ignore_eos": True,
                 }
                 for i in range(10)

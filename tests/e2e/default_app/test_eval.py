@@ -58,7 +58,9 @@ def test_eval_reports_each_query_mode_of_the_follow_ups(default_app: str, tmp_pa
     assert rows[("default", "history")]["recall"] == 1.0
     assert all(0 < r["ttft_p50_s"] <= r["total_p50_s"] for r in rows.values())
     searched = [r["searched"] for r in report["replies"]]
-    assert [s.get("mode") for s in searched] == ["last", "last", "history"]
+    # the single question goes with the pipeline's default (history: no turns, so its words)
+    assert [s.get("mode") for s in searched] == ["history", "last", "history"]
+    assert searched[0]["text"] == ITEMS[0]["question"]
 
 
 def test_eval_prints_a_table(default_app: str) -> None:
