@@ -60,12 +60,22 @@ MALFORMED = [
 ]
 
 
+def body_model(body: dict | bytes) -> str:
+    if isinstance(body, bytes):
+        return body.split(b'"model": "', 1)[1].split(b'"', 1)[0].decode()
+    return body["model"]
+
+
 @pytest.mark.parametrize(("path", "body", "param"), MALFORMED)
 def test_a_malformed_body_is_400_naming_the_field(default_app, path, body, param):
     response = _post(default_app, path, body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["type"] == "invalid_request_error"
+    if body_model(body) == "smollm2" and param is None:
+        # what vLLM's request models refuse is answered as bare vLLM answers it
+        assert error["type"] in ("invalid_request_error", "BadRequestError"), error
+    else:
+        assert error["type"] == "invalid_request_error"
     if param is not None:
         assert error["param"] == param
         assert param in error["message"]
