@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import psutil
 
@@ -185,3 +189,19 @@ def simulated_cluster(gpus_per_node: list[int]) -> Iterator[str]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module (registered in ``sys.modules``), its sibling
+    scripts importable as ``python scripts/NAME.py`` sees them."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

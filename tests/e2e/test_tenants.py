@@ -12,11 +12,8 @@ tests/e2e/test_metrics.py (which runs two ingress replicas).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -24,24 +21,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmserve.config import validate_config_dict
-from tests.helpers import free_port, running_app
+from tests.helpers import free_port, load_script, running_app
 
 MODEL = "tiny"
 KEYS = {"limited": "key-limited", "interactive": "key-interactive", "batch": "key-batch"}
 ANON = "key-anon"
 LIMITS = {"max_ongoing_requests": 4, "max_queued_requests": 4}
 RPM = 60
-
-SCRIPTS = Path(__file__).parents[2] / "scripts"
-
-
-def _tenant_load():
-    spec = importlib.util.spec_from_file_location("tenant_load", SCRIPTS / "tenant_load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tenant_load"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +201,7 @@ def test_high_priority_keeps_its_service_at_three_times_capacity(app) -> None:
     """6 high and 6 low clients, each sending streamed chat back to back for 20 s (a low
     client refused waits its Retry-After, as the SDK does): 12 at once against a model that
     runs 4 (3x) and queues 4 more."""
-    tenant_load = _tenant_load()
+    tenant_load = load_script("tenant_load")
     loads = [
         tenant_load.TenantLoad("interactive", KEYS["interactive"], 6),
         tenant_load.TenantLoad("batch", KEYS["batch"], 6),

@@ -1,25 +1,18 @@
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from llmserve.config import AppConfig
+from tests.helpers import load_script
 
 pytestmark = pytest.mark.unit
-
-SCRIPT = Path(__file__).parents[3] / "scripts" / "gen_config_docs.py"
 
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("gen_config_docs", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_config_docs")
 
 
 def test_committed_reference_is_up_to_date(gen) -> None:

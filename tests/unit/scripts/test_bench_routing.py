@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from llmserve.config import validate_config_dict
+from tests.helpers import load_script
 
 pytestmark = pytest.mark.unit
-
-SCRIPTS = Path(__file__).parents[3] / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(SCRIPTS))
-        return _load("bench_routing")
+    return load_script("bench_routing")
 
 
 @pytest.fixture(scope="module")

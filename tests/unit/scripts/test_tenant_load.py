@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+from tests.helpers import load_script
 
-SCRIPT = Path(__file__).parents[3] / "scripts" / "tenant_load.py"
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def tenant_load():
-    spec = importlib.util.spec_from_file_location("tenant_load", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tenant_load"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tenant_load")
 
 
 def test_a_tenant_is_name_key_and_clients(tenant_load) -> None:
