@@ -46,7 +46,7 @@ class IngressConfig(BaseModel):
         default_factory=list,
         description=(
             "Named callers with their own keys, rate limits, priority, model access and "
-            "prefix-cache isolation (README: Tenants). Their keys are accepted besides api_keys."
+            "prefix-cache isolation (docs/tenants.md). Their keys are accepted besides api_keys."
         ),
     )
     priority_reserved_share: float = Field(

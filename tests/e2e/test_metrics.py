@@ -7,7 +7,7 @@ every scrape, whichever ingress replica answers it (vLLM's own counters hold one
 more per engine: the 1-token warm-up request each LLM server sends its engine when
 it starts, ``LLMServer._warm_up``).
 
-The app's two ingress replicas also share a tenant's rate limit (README: Tenants);
+The app's two ingress replicas also share a tenant's rate limit (docs/tenants.md);
 its accuracy is measured here, on ``/tokenize`` so as not to touch the counts above.
 """
 
