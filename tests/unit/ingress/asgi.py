@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def http_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    """A POST to ``path`` from 127.0.0.1 with ``headers``."""
+def http_scope(
+    path: str, headers: list[tuple[bytes, bytes]], method: str = "POST"
+) -> dict[str, Any]:
+    """A request (POST unless said) to ``path`` from 127.0.0.1 with ``headers``."""
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),

@@ -23,6 +23,7 @@ from llmserve.ingress.app import build_ingress_app
 from llmserve.ingress.routes import Route, RouteTable
 from llmserve.servers.clients import LocalClient
 from llmserve.servers.protocol import NO_META, Endpoint
+from tests.unit.ingress.asgi import http_scope
 
 pytestmark = pytest.mark.unit
 
@@ -176,20 +177,7 @@ def test_a_star_answers_any_host(model: Recorder) -> None:
 
 
 def _scope(headers: list[tuple[bytes, bytes]], method: str = "POST", path: str = CHAT) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.0",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 8000),
-    }
+    return http_scope(path, headers, method)
 
 
 def _run(app, scope: dict, body: bytes = b"") -> tuple[int, bytes]:
