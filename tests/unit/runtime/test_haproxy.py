@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,8 +107,12 @@ def test_the_edits_apply_to_rays_template_and_haproxy_accepts_them(
         assert len(fallback_lines) == len([x for x in ray_text.splitlines() if FALLBACK in x])
     else:
         assert fallback_lines == []
+    # Every backend reuses server connections safely: a client's first request never
+    # rides a pooled connection (one to a replica that just died, say).
+    reuse = [line.split() for line in lines if "http-reuse" in line]
+    assert reuse and reuse == [["http-reuse", "safe"]] * ray_text.count("http-reuse always")
     # Everything else is Ray's, line for line.
-    edited = {"errorfile", "bind", "stats socket", FALLBACK}
+    edited = {"errorfile", "bind", "stats socket", "http-reuse", FALLBACK}
     assert [x for x in ray_text.splitlines() if not any(e in x for e in edited)] == [
         x for x in lines if not any(e in x for e in edited)
     ]
@@ -195,3 +200,64 @@ def test_the_launcher_refuses_to_start_haproxy_on_a_config_it_cannot_edit(tmp_pa
     )
     assert result.returncode == 1
     assert "llmserve-haproxy: found no errorfile" in result.stderr
+
+
+class DyingReplica:
+    """A replica at the moment of its SIGKILL: it answered one request on a connection
+    HAProxy keeps for reuse, then dies. Its listener is gone (new connections are
+    refused) while the kept connection still reads, as the kernel tears a large process
+    down, until a request arrives on it: then it is reset with no answer."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dead = threading.Event()
+        self.reset = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while request := conn.recv(65536):
+                if self.dead.is_set():
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                    self.reset.set()
+                    return  # closed with SO_LINGER 0: a reset, as a killed process's socket
+                body = b'{"ok": true}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                if request.startswith(b"GET /-/healthz"):
+                    return
+
+    def die(self) -> None:
+        self.dead.set()
+        self.listener.close()
+
+
+def test_a_replica_dying_under_a_kept_connection_is_a_503_not_a_silent_close(
+    tmp_path: Path,
+) -> None:
+    """The first request after an ingress replica's SIGKILL: HAProxy answers 503 JSON. With
+    Ray's ``http-reuse always`` it sent a new client's request over the connection kept from
+    an earlier client, and when that was reset it closed the new client's connection with
+    no answer at all (the client saw "Server disconnected without sending a response")."""
+    replica = DyingReplica()
+    port = pick_port()
+    config = render(tmp_path, port, [replica.port])
+    fresh = httpx.Limits(max_keepalive_connections=0)  # every request on a new connection
+    with launched(config), httpx.Client(timeout=10, limits=fresh) as client:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        assert client.post(url, json={}).status_code == 200
+        replica.die()
+        r = client.post(url, json={})
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["code"] == 503
