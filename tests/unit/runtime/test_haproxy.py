@@ -212,7 +212,6 @@ class DyingReplica:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.dead = threading.Event()
-        self.reset = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -226,7 +225,6 @@ class DyingReplica:
             while request := conn.recv(65536):
                 if self.dead.is_set():
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                    self.reset.set()
                     return  # closed with SO_LINGER 0: a reset, as a killed process's socket
                 body = b'{"ok": true}'
                 conn.sendall(
@@ -253,11 +251,14 @@ def test_a_replica_dying_under_a_kept_connection_is_a_503_not_a_silent_close(
     port = pick_port()
     config = render(tmp_path, port, [replica.port])
     fresh = httpx.Limits(max_keepalive_connections=0)  # every request on a new connection
-    with launched(config), httpx.Client(timeout=10, limits=fresh) as client:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        assert client.post(url, json={}).status_code == 200
+    try:
+        with launched(config), httpx.Client(timeout=10, limits=fresh) as client:
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            assert client.post(url, json={}).status_code == 200
+            replica.die()
+            r = client.post(url, json={})
+    finally:
         replica.die()
-        r = client.post(url, json={})
     assert r.status_code == 503, r.text
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == 503
