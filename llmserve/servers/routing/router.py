@@ -30,6 +30,8 @@ follows and whose prefix tree it uses:
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
@@ -44,6 +46,13 @@ logger = logging.getLogger("llmserve")
 
 ROUTER_CLASS = f"{__name__}.PrefixAwareRouter"
 """What a deployment's ``request_router_config`` names."""
+UNSENT_TTL_S = 2.0
+"""How long the router counts a replica it chose as that replica's load, until Serve
+sends the request there (``on_send_request``). Serve's routing task chooses for every
+pending request of a burst before the first caller resumes to send its own and count
+it in the queue-length cache; without this, a simultaneous burst of one prefix all
+went to the prefix's replica. A choice Serve did not follow (that replica was full)
+stops counting after this long."""
 
 
 class PrefixAwareRouter(RequestRouter):
@@ -56,6 +65,9 @@ class PrefixAwareRouter(RequestRouter):
         self._ids: dict[str, ReplicaID] = {}
         self._deployment = self._deployment_id.name if self._deployment_id else ""
         self._broken_key = False
+        self._unsent: dict[object, tuple[str, float]] = {}
+        """Requests chosen for and not sent yet: the replica, and when (one per
+        request: Serve may ask again for one whose replicas were full)."""
 
     # -- Serve's hooks ----------------------------------------------------------------
 
@@ -67,12 +79,41 @@ class PrefixAwareRouter(RequestRouter):
         if pending_request is not None:
             allow_backoff(pending_request)  # the last rank below is every replica
         by_id = {r.replica_id.to_full_id_str(): r for r in candidate_replicas}
-        cache = self.replica_queue_len_cache
-        loads = {name: cache.get(r.replica_id) for name, r in by_id.items()}
+        loads = self._loads(by_id)
         key = self._key(pending_request) if len(by_id) > 1 else None
         choice = self._policy.choose(key, loads)
         metrics.observe_routing(self._deployment, choice.reason)
-        return [[by_id[name] for name in rank] for rank in choice.ranks]
+        ranks = [list(rank) for rank in choice.ranks if rank]
+        if not ranks:
+            return []
+        # Serve takes the first rank's least loaded replica by its cache (the first of
+        # equals; unknown and full ones only after probing them), and its cache does not
+        # hold this burst's earlier choices yet: make the same pick here by the loads
+        # that do, and count it until Serve sends the request.
+        cache = self.replica_queue_len_cache
+        open_ = [
+            r
+            for r in ranks[0]
+            if loads[r] is not None
+            and (cache.get(by_id[r].replica_id) or 0) < by_id[r].max_ongoing_requests
+        ]
+        if open_:
+            pick = min(open_, key=lambda r: loads[r] or 0)
+            if pending_request is not None:
+                self._unsent[_request_key(pending_request)] = (pick, time.monotonic())
+            ranks[0:1] = [[pick], [r for r in ranks[0] if r != pick]]
+        return [[by_id[name] for name in rank] for rank in ranks if rank]
+
+    def on_send_request(self, replica_id: ReplicaID) -> None:
+        super().on_send_request(replica_id)  # the cache now counts it
+        name = replica_id.to_full_id_str()
+        oldest = min(
+            ((t, k) for k, (r, t) in self._unsent.items() if r == name),
+            default=None,
+            key=lambda tk: tk[0],
+        )
+        if oldest is not None:
+            del self._unsent[oldest[1]]
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
@@ -90,6 +131,22 @@ class PrefixAwareRouter(RequestRouter):
         name = replica_id.to_full_id_str()
         self._ids.pop(name, None)
         self._policy.remove(name)
+        self._unsent = {k: (r, t) for k, (r, t) in self._unsent.items() if r != name}
+
+    # -- load -------------------------------------------------------------------------
+
+    def _loads(self, by_id: dict[str, RunningReplica]) -> dict[str, int | None]:
+        """Each replica's ongoing requests as Serve's cache has them (None: unknown),
+        plus the ones chosen for it and not sent yet."""
+        expired = time.monotonic() - UNSENT_TTL_S
+        self._unsent = {k: (r, t) for k, (r, t) in self._unsent.items() if t > expired}
+        unsent = Counter(r for r, _ in self._unsent.values())
+        cache = self.replica_queue_len_cache
+        loads: dict[str, int | None] = {}
+        for name, replica in by_id.items():
+            cached = cache.get(replica.replica_id)
+            loads[name] = (cached or 0) + unsent[name] if unsent[name] else cached
+        return loads
 
     # -- the key ----------------------------------------------------------------------
 
@@ -112,3 +169,8 @@ class PrefixAwareRouter(RequestRouter):
                 self._broken_key = True
                 logger.exception("%s: no routing key; load-balancing instead", self._deployment)
             return None
+
+
+def _request_key(pending_request: PendingRequest) -> object:
+    """One pending request, across Serve's repeated choices for it."""
+    return getattr(pending_request.metadata, "internal_request_id", None) or id(pending_request)

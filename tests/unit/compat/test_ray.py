@@ -239,6 +239,7 @@ def test_the_request_router_hooks_keep_their_signatures() -> None:
     assert params("on_request_routed") == ["self", "pending_request", "replica_id", "result"]
     assert params("update_replicas") == ["self", "replicas"]
     assert params("on_replica_actor_died") == ["self", "replica_id"]
+    assert params("on_send_request") == ["self", "replica_id"]
     assert params("initialize_state") == ["self", "kwargs"]
     assert isinstance(RequestRouter.replica_queue_len_cache, property)
 
@@ -249,6 +250,8 @@ def test_serve_tells_the_router_which_replica_took_a_request() -> None:
 
     source = inspect.getsource(AsyncioRouter)
     assert "on_request_routed(" in source
+    # on_send_request is where a request the router chose starts counting in the cache.
+    assert "on_send_request(replica.replica_id)" in source
     assert "initialize_state(**(self._request_router_kwargs))" in source
 
 

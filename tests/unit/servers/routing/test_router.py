@@ -201,3 +201,29 @@ def test_a_key_that_fails_to_build_is_load_balanced_not_raised(monkeypatch) -> N
         assert await send(router, request(1, "q")) is not None
 
     asyncio.run(run())
+
+
+def test_a_simultaneous_burst_of_one_prefix_spills_before_any_request_is_sent() -> None:
+    """Serve's routing task chooses every pending request of a burst before the first
+    caller resumes to send its own and bump the queue-length cache: the router counts
+    its own choices meanwhile, so the burst does not all land on the prefix's replica."""
+
+    async def run() -> None:
+        router = make_router(imbalance_threshold=2)
+        a, b = Replica("a"), Replica("b")
+        router.update_replicas([a, b])
+        home = await send(router, request(9, "First question?"))
+        finish(router, home)
+        burst = [request(9, f"Question {i}?") for i in range(10)]
+        chosen = await asyncio.gather(
+            *(asyncio.wait_for(router._choose_replica_for_request(pr), 5) for pr in burst)
+        )
+        on_home = sum(r is home for r in chosen)
+        assert 3 <= on_home <= 7, on_home
+        for pr, replica in zip(burst, chosen, strict=True):
+            router.on_send_request(replica.replica_id)
+            router.on_request_routed(pr, replica.replica_id, None)
+        # once sent, the cache holds them and the router's own count is spent
+        assert router._unsent == {}
+
+    asyncio.run(run())
