@@ -35,7 +35,12 @@ class Traffic:
     model: str
     clients: int = 4
     max_tokens: int = 64
+    retries: int = 0
+    """How often a request answered 503 with Retry-After, before any event, is sent
+    again after that wait, as the OpenAI SDK does (2 times by default)."""
     outcomes: list[Outcome] = field(default_factory=list)
+    retried: list[Outcome] = field(default_factory=list)
+    """The 503s that were sent again (not in ``outcomes``: the retry's outcome is)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=120) as client:
@@ -46,6 +51,12 @@ class Traffic:
         while not stop.is_set():
             n += 1
             outcome = await self._one(client, stream=(i + n) % 2 == 0)
+            for _ in range(self.retries):
+                if not (outcome.status == 503 and outcome.retry_after and not outcome.chunks):
+                    break
+                self.retried.append(outcome)
+                await asyncio.sleep(float(outcome.retry_after))
+                outcome = await self._one(client, stream=outcome.stream)
             self.outcomes.append(outcome)
             if outcome.retry_after:  # as the OpenAI SDK does
                 await asyncio.sleep(float(outcome.retry_after))
